@@ -1,1 +1,30 @@
+//! Chronos core: everything a producer or a worker needs, with no Lambda or HTTP server deps.
+//!
+//! # Layout
+//! - [`model`] — the task model: ids, priority, backoff, status, validation ([`model::NewTask::prepare`]).
+//! - [`keys`] — every Redis key, all of one queue under the hash tag `{<queue>}`.
+//! - [`queue`] — the Redis engine: one Lua script per transition (`src/scripts/*.lua`:
+//!   enqueue, claim, ack, fail — where the retry decision lives —, heartbeat, cancel,
+//!   retry_now, reap, release), each guarded by the lease's fencing token.
+//! - [`store`] — Postgres: task rows (written before enqueue returns), attempts, idempotency keys.
+//! - [`audit`] — the outbox drain: Redis stream → Postgres in batches, acked after commit.
+//! - [`dlq`] — the SQS dead-letter queue and the forwarder that never drops a letter.
+//! - [`client`] — [`client::Chronos`], the producer API (Postgres first, then Redis).
+//! - [`config`] — environment settings shared by every binary.
+//! - [`error`] — the error type; retryability is part of it.
 
+pub mod audit;
+pub mod client;
+pub mod config;
+pub mod dlq;
+pub mod error;
+pub mod keys;
+pub mod model;
+pub mod queue;
+pub mod store;
+
+pub use client::{Chronos, Submitted};
+pub use error::{Error, Result};
+pub use model::{Backoff, BackoffKind, ClaimedTask, Jitter, NewTask, Priority, Status, TaskId};
+pub use queue::{Engine, FailKind, FailOutcome, LeaseState};
+pub use store::Store;

@@ -1,0 +1,179 @@
+//! The SQS dead-letter queue. A task that dies is recorded in its queue's `dlq` set by the same
+//! script that kills it; the forwarder sends those to SQS and removes them only after SQS
+//! accepted them, so an unreachable SQS delays the message but never loses it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::error::{Error, Result};
+use crate::queue::Engine;
+
+/// The message body sent to SQS for a dead task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub queue: String,
+    pub name: String,
+    /// The payload, or `null` with `payload_truncated` when it would not fit an SQS message
+    /// (the task in Postgres still has it).
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub payload_truncated: bool,
+    pub attempts: u32,
+    pub last_error: String,
+    pub died_at_ms: i64,
+}
+
+/// SQS messages are limited to 256 KiB; keep a margin for the envelope.
+const MAX_BODY: usize = 200 * 1024;
+
+#[derive(Clone)]
+pub struct Dlq {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+/// Build an AWS SDK config that speaks through one TLS stack (rustls + ring). Honours
+/// `AWS_ENDPOINT_URL` (an emulator), `AWS_REGION` and the usual credential variables.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+fn sqs_err<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Sqs(format!("{e:?}").chars().take(500).collect())
+}
+
+impl Dlq {
+    /// Connect and create the queue if absent (CreateQueue is idempotent).
+    pub async fn connect(queue_name: &str) -> Result<Self> {
+        let conf = aws_config().await;
+        Self::with_client(aws_sdk_sqs::Client::new(&conf), queue_name).await
+    }
+
+    pub async fn with_client(client: aws_sdk_sqs::Client, queue_name: &str) -> Result<Self> {
+        let out = client.create_queue().queue_name(queue_name).send().await.map_err(sqs_err)?;
+        let queue_url = out.queue_url().ok_or_else(|| Error::Sqs("CreateQueue returned no queue URL".into()))?.to_owned();
+        Ok(Dlq { client, queue_url })
+    }
+
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.client
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// Send up to 10 letters in one call; returns the ids SQS accepted.
+    pub async fn send(&self, letters: &[DeadLetter]) -> Result<Vec<String>> {
+        if letters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut req = self.client.send_message_batch().queue_url(&self.queue_url);
+        for (i, l) in letters.iter().enumerate() {
+            let mut body = serde_json::to_string(l).map_err(|e| Error::Sqs(e.to_string()))?;
+            if body.len() > MAX_BODY {
+                let mut small = l.clone();
+                small.payload = serde_json::Value::Null;
+                small.payload_truncated = true;
+                small.last_error = small.last_error.chars().take(4096).collect();
+                body = serde_json::to_string(&small).map_err(|e| Error::Sqs(e.to_string()))?;
+            }
+            req = req.entries(SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build().map_err(sqs_err)?);
+        }
+        let out = req.send().await.map_err(sqs_err)?;
+        for f in out.failed() {
+            tracing::warn!(entry = f.id(), code = f.code(), message = f.message(), "SQS refused a dead letter; will retry");
+        }
+        Ok(out.successful().iter().filter_map(|s| s.id().parse::<usize>().ok()).filter_map(|i| letters.get(i)).map(|l| l.id.clone()).collect())
+    }
+}
+
+/// Send every pending dead letter of every queue; returns how many SQS accepted.
+pub async fn forward_pending(engine: &Engine, dlq: &Dlq) -> Result<usize> {
+    let mut sent = 0;
+    for queue in engine.queues().await? {
+        let k = engine.keys(&queue);
+        let mut conn = engine.connection();
+        loop {
+            let ids: Vec<(String, f64)> = redis::cmd("ZRANGE").arg(&k.dlq).arg(0).arg(9).arg("WITHSCORES").query_async(&mut conn).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in &ids {
+                pipe.cmd("HMGET").arg(k.task(id)).arg(&["n", "p", "a", "le", "fa"]);
+            }
+            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+            let mut letters = Vec::with_capacity(ids.len());
+            let mut gone = Vec::new();
+            for ((id, died), row) in ids.iter().zip(rows) {
+                let [n, p, a, le, fa]: [Option<String>; 5] = row.try_into().unwrap_or_default();
+                let Some(name) = n else {
+                    gone.push(id.clone()); // cancelled or redriven meanwhile
+                    continue;
+                };
+                letters.push(DeadLetter {
+                    id: id.clone(),
+                    queue: queue.clone(),
+                    name,
+                    payload: p.and_then(|p| serde_json::from_str(&p).ok()).unwrap_or(serde_json::Value::Null),
+                    payload_truncated: false,
+                    attempts: a.and_then(|a| a.parse().ok()).unwrap_or(0),
+                    last_error: le.unwrap_or_default(),
+                    died_at_ms: fa.and_then(|f| f.parse().ok()).unwrap_or(*died as i64),
+                });
+            }
+            let accepted = dlq.send(&letters).await?;
+            let done: Vec<&String> = accepted.iter().chain(gone.iter()).collect();
+            if done.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("ZREM").arg(&k.dlq).arg(&done).query_async(&mut conn).await?;
+            sent += accepted.len();
+            if accepted.len() < letters.len() {
+                break; // some were refused: retry them on the next round, not in a hot loop
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Forward dead letters whenever `wake` fires, and every `interval` (retries after an SQS outage).
+pub async fn run_forwarder(engine: Engine, dlq: Dlq, wake: Arc<Notify>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut backoff = interval;
+    while !*stop.borrow() {
+        match forward_pending(&engine, &dlq).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(sent = n, "dead letters sent to SQS");
+                }
+                backoff = interval;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dead letters not sent; will retry");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The library's error type. Whether an error is worth retrying is part of the type, so the
+//! API can answer 503 (try again) versus 4xx (fix the request) without string matching.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The request itself is wrong; `field` names what to fix.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    /// Redis could not be reached or refused the command. Retrying later is safe.
+    #[error("queue store (Redis) unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Postgres could not be reached. Enqueue refuses rather than accept a task it cannot record.
+    #[error("audit store (Postgres) unavailable: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQS dead-letter queue could not be reached.
+    #[error("dead-letter queue (SQS) unavailable: {0}")]
+    Sqs(String),
+    /// A script answered something this version does not understand.
+    #[error("unexpected reply from Redis script {script}: {detail}")]
+    Protocol { script: &'static str, detail: String },
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid { field, message: message.into() }
+    }
+
+    /// True when the same request may succeed later (a store was unavailable).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Redis(_) | Error::Postgres(_) | Error::Sqs(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

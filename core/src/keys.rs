@@ -1,0 +1,70 @@
+//! Every Redis key Chronos uses is built here. All keys of one queue share the hash tag
+//! `{<queue>}`, so each script touches a single Redis Cluster slot.
+
+/// The keys of one queue, `<ns>:{<queue>}:<name>`.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// `<ns>:{<queue>}:` — scripts derive task (`t:<id>`) and idempotency (`idem:<key>`) keys from it.
+    pub prefix: String,
+    pub ready: String,
+    pub delayed: String,
+    pub active: String,
+    pub dead: String,
+    /// Dead tasks whose SQS message is not sent yet.
+    pub dlq: String,
+    /// Audit outbox stream, drained into Postgres.
+    pub outbox: String,
+    /// List idle workers block on.
+    pub wake: String,
+    pub seq: String,
+    pub token: String,
+    pub paused: String,
+}
+
+impl QueueKeys {
+    pub fn new(namespace: &str, queue: &str) -> Self {
+        let prefix = format!("{namespace}:{{{queue}}}:");
+        let k = |name: &str| format!("{prefix}{name}");
+        QueueKeys {
+            ready: k("ready"),
+            delayed: k("delayed"),
+            active: k("active"),
+            dead: k("dead"),
+            dlq: k("dlq"),
+            outbox: k("outbox"),
+            wake: k("wake"),
+            seq: k("seq"),
+            token: k("token"),
+            paused: k("paused"),
+            prefix,
+        }
+    }
+
+    pub fn task(&self, id: &str) -> String {
+        format!("{}t:{id}", self.prefix)
+    }
+
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idem:{key}", self.prefix)
+    }
+}
+
+/// Set of queue names that have ever received a task (for workers, the audit writer and listings).
+pub fn queues_set(namespace: &str) -> String {
+    format!("{namespace}:queues")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_key_carries_the_queue_hash_tag() {
+        let k = QueueKeys::new("chronos", "emails");
+        for key in [&k.ready, &k.delayed, &k.active, &k.dead, &k.dlq, &k.outbox, &k.wake, &k.seq, &k.token, &k.paused] {
+            assert!(key.starts_with("chronos:{emails}:"), "{key}");
+        }
+        assert_eq!(k.task("abc"), "chronos:{emails}:t:abc");
+        assert_eq!(k.idempotency("x"), "chronos:{emails}:idem:x");
+    }
+}

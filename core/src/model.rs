@@ -1,0 +1,476 @@
+//! The task model: what a producer submits ([`NewTask`]), how it is validated and encoded for
+//! the Redis scripts ([`PreparedTask`]), and what a worker receives ([`ClaimedTask`]).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+pub type TaskId = Uuid;
+
+pub const DEFAULT_QUEUE: &str = "default";
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const MAX_MAX_ATTEMPTS: u32 = 1000;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_QUEUE_LEN: usize = 64;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// Where a task is in its life. `completed`, `dead` and `cancelled` are terminal
+/// (a dead task can still be retried by hand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Scheduled,
+    Queued,
+    Running,
+    Retrying,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Scheduled,
+        Status::Queued,
+        Status::Running,
+        Status::Retrying,
+        Status::Completed,
+        Status::Dead,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Completed => "completed",
+            Status::Dead => "dead",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Dead | Status::Cancelled)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::invalid("status", format!("unknown status {s:?}; expected one of scheduled, queued, running, retrying, completed, dead, cancelled")))
+    }
+}
+
+/// Priority 0–100, higher runs first. Accepts the names `critical` (100), `high` (75),
+/// `normal` (50) and `low` (25) wherever a number is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    pub const CRITICAL: Priority = Priority(100);
+    pub const HIGH: Priority = Priority(75);
+    pub const NORMAL: Priority = Priority(50);
+    pub const LOW: Priority = Priority(25);
+
+    pub fn new(value: i64) -> Result<Self> {
+        if (0..=100).contains(&value) {
+            Ok(Priority(value as u8))
+        } else {
+            Err(Error::invalid("priority", format!("{value} is out of range; use 0–100 or critical, high, normal, low")))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority::NORMAL
+    }
+}
+
+impl FromStr for Priority {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "critical" => Ok(Priority::CRITICAL),
+            "high" => Ok(Priority::HIGH),
+            "normal" => Ok(Priority::NORMAL),
+            "low" => Ok(Priority::LOW),
+            other => match other.parse::<i64>() {
+                Ok(n) => Priority::new(n),
+                Err(_) => Err(Error::invalid("priority", format!("{other:?} is not a priority; use 0–100 or critical, high, normal, low"))),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(i64),
+            Name(String),
+        }
+        let raw = Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected 0–100 or one of critical, high, normal, low"))?;
+        match raw {
+            Raw::Num(n) => Priority::new(n),
+            Raw::Name(s) => s.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Random spread applied to a retry delay (thundering herds after an outage are the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Jitter {
+    /// The computed delay exactly.
+    None,
+    /// Uniform in `[0, delay]` (AWS's "full jitter").
+    #[default]
+    Full,
+    /// Uniform in `[delay/2, delay]`.
+    Equal,
+}
+
+impl Jitter {
+    fn as_str(self) -> &'static str {
+        match self {
+            Jitter::None => "none",
+            Jitter::Full => "full",
+            Jitter::Equal => "equal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffKind {
+    /// `min(cap, base * 2^(attempt-1))`.
+    #[default]
+    Exponential,
+    /// `min(cap, base)` every time.
+    Fixed,
+}
+
+/// Retry delay policy. Default: exponential, 1 s base, 1 h cap, full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default)]
+    pub kind: BackoffKind,
+    #[serde(default = "Backoff::default_base")]
+    pub base_ms: u64,
+    #[serde(default = "Backoff::default_cap")]
+    pub cap_ms: u64,
+    #[serde(default)]
+    pub jitter: Jitter,
+}
+
+impl Backoff {
+    fn default_base() -> u64 {
+        1_000
+    }
+    fn default_cap() -> u64 {
+        3_600_000
+    }
+
+    pub fn exponential(base: Duration, cap: Duration, jitter: Jitter) -> Self {
+        Backoff { kind: BackoffKind::Exponential, base_ms: base.as_millis() as u64, cap_ms: cap.as_millis() as u64, jitter }
+    }
+
+    pub fn fixed(delay: Duration) -> Self {
+        let ms = delay.as_millis() as u64;
+        Backoff { kind: BackoffKind::Fixed, base_ms: ms, cap_ms: ms, jitter: Jitter::None }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.base_ms == 0 {
+            return Err(Error::invalid("backoff.base_ms", "must be at least 1"));
+        }
+        if self.cap_ms < self.base_ms {
+            return Err(Error::invalid("backoff.cap_ms", format!("must be at least base_ms ({})", self.base_ms)));
+        }
+        if self.cap_ms > 7 * 24 * 3_600_000 {
+            return Err(Error::invalid("backoff.cap_ms", "must be at most 7 days (604800000)"));
+        }
+        Ok(())
+    }
+
+    /// The delay before the retry that follows `attempt` (1-based), given `rnd` in `[0, 1)`.
+    /// Mirrors `fail.lua`, which makes the real decision; kept here for docs and tests.
+    pub fn delay(&self, attempt: u32, rnd: f64) -> Duration {
+        let raw = match self.kind {
+            BackoffKind::Exponential => {
+                let exp = attempt.saturating_sub(1).min(62);
+                self.base_ms.saturating_mul(1u64 << exp).min(self.cap_ms)
+            }
+            BackoffKind::Fixed => self.base_ms.min(self.cap_ms),
+        };
+        let ms = match self.jitter {
+            Jitter::None => raw,
+            Jitter::Full => (raw as f64 * rnd) as u64,
+            Jitter::Equal => (raw as f64 / 2.0 + raw as f64 / 2.0 * rnd) as u64,
+        };
+        Duration::from_millis(ms)
+    }
+
+    /// The compact form stored in the task hash and parsed by `fail.lua`.
+    pub fn encode(&self) -> String {
+        let k = match self.kind {
+            BackoffKind::Exponential => 'e',
+            BackoffKind::Fixed => 'f',
+        };
+        format!("{k}:{}:{}:{}", self.base_ms, self.cap_ms, self.jitter.as_str())
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut it = s.split(':');
+        let kind = match it.next()? {
+            "e" => BackoffKind::Exponential,
+            "f" => BackoffKind::Fixed,
+            _ => return None,
+        };
+        let base_ms = it.next()?.parse().ok()?;
+        let cap_ms = it.next()?.parse().ok()?;
+        let jitter = match it.next()? {
+            "none" => Jitter::None,
+            "full" => Jitter::Full,
+            "equal" => Jitter::Equal,
+            _ => return None,
+        };
+        Some(Backoff { kind, base_ms, cap_ms, jitter })
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { kind: BackoffKind::Exponential, base_ms: 1_000, cap_ms: 3_600_000, jitter: Jitter::Full }
+    }
+}
+
+/// When a new task should first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schedule {
+    #[default]
+    Now,
+    At(DateTime<Utc>),
+    /// Relative to Redis time when the task is enqueued.
+    After(Duration),
+}
+
+/// A task as a producer describes it. Build with [`NewTask::new`] and the `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub queue: String,
+    pub name: String,
+    pub payload: serde_json::Value,
+    pub priority: Priority,
+    pub schedule: Schedule,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout: Duration,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewTask {
+    pub fn new(name: impl Into<String>, payload: serde_json::Value) -> Self {
+        NewTask {
+            queue: DEFAULT_QUEUE.to_owned(),
+            name: name.into(),
+            payload,
+            priority: Priority::default(),
+            schedule: Schedule::Now,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+            timeout: DEFAULT_TIMEOUT,
+            idempotency_key: None,
+        }
+    }
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.schedule = Schedule::At(at);
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.schedule = Schedule::After(d);
+        self
+    }
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    pub fn backoff(mut self, b: Backoff) -> Self {
+        self.backoff = b;
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    pub fn idempotency_key(mut self, k: impl Into<String>) -> Self {
+        self.idempotency_key = Some(k.into());
+        self
+    }
+
+    /// Validate and encode. `max_payload` is the payload size limit in bytes.
+    pub fn prepare(self, max_payload: usize) -> Result<PreparedTask> {
+        validate_queue_name(&self.queue)?;
+        validate_task_name(&self.name)?;
+        let payload = serde_json::to_string(&self.payload).map_err(|e| Error::invalid("payload", e.to_string()))?;
+        if payload.len() > max_payload {
+            return Err(Error::invalid("payload", format!("is {} bytes; the limit is {max_payload} bytes", payload.len())));
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_MAX_ATTEMPTS {
+            return Err(Error::invalid("max_attempts", format!("must be 1–{MAX_MAX_ATTEMPTS}")));
+        }
+        self.backoff.validate()?;
+        if self.timeout < Duration::from_millis(1) || self.timeout > MAX_TIMEOUT {
+            return Err(Error::invalid("timeout_ms", format!("must be 1–{} ms", MAX_TIMEOUT.as_millis())));
+        }
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
+                return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_IDEMPOTENCY_KEY_LEN} bytes")));
+            }
+        }
+        if let Schedule::After(d) = self.schedule {
+            if d > Duration::from_secs(10 * 365 * 24 * 3600) {
+                return Err(Error::invalid("delay_ms", "must be at most 10 years"));
+            }
+        }
+        Ok(PreparedTask { id: Uuid::now_v7(), task: self, payload_json: payload })
+    }
+}
+
+/// A validated task with its id and encoded payload, ready for Postgres and Redis.
+#[derive(Debug, Clone)]
+pub struct PreparedTask {
+    pub id: TaskId,
+    pub task: NewTask,
+    pub payload_json: String,
+}
+
+impl PreparedTask {
+    /// The first due time as seen by the producer's clock (Postgres record; Redis decides exactly).
+    pub fn approx_run_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self.task.schedule {
+            Schedule::Now => now,
+            Schedule::At(at) => at,
+            Schedule::After(d) => now + chrono::Duration::from_std(d).unwrap_or_default(),
+        }
+    }
+}
+
+/// Queue names become part of Redis keys and hash tags: keep them to a safe alphabet.
+pub fn validate_queue_name(q: &str) -> Result<()> {
+    if q.is_empty() || q.len() > MAX_QUEUE_LEN || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+        return Err(Error::invalid("queue", format!("{q:?} is not a valid queue name; use 1–{MAX_QUEUE_LEN} of A–Z a–z 0–9 _ - .")));
+    }
+    Ok(())
+}
+
+pub fn validate_task_name(n: &str) -> Result<()> {
+    if n.is_empty() || n.len() > MAX_NAME_LEN || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b)) {
+        return Err(Error::invalid("name", format!("{n:?} is not a valid task name; use 1–{MAX_NAME_LEN} of A–Z a–z 0–9 _ - . : /")));
+    }
+    Ok(())
+}
+
+/// One leased attempt, as the claim script hands it to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedTask {
+    pub id: TaskId,
+    pub queue: String,
+    pub name: String,
+    /// The payload as JSON text; parsed by the handler that needs it.
+    pub payload: String,
+    /// Fencing token of this lease: ack, fail and heartbeat must present it.
+    pub token: u64,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    pub idempotency_key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_names_and_numbers_parse_and_out_of_range_is_refused() {
+        assert_eq!("critical".parse::<Priority>().unwrap(), Priority(100));
+        assert_eq!("low".parse::<Priority>().unwrap(), Priority(25));
+        assert_eq!("7".parse::<Priority>().unwrap(), Priority(7));
+        assert!("101".parse::<Priority>().is_err());
+        assert!("urgent".parse::<Priority>().is_err());
+        let p: Priority = serde_json::from_str("\"high\"").unwrap();
+        assert_eq!(p, Priority::HIGH);
+        assert!(serde_json::from_str::<Priority>("-1").is_err());
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_the_cap() {
+        let b = Backoff::exponential(Duration::from_millis(100), Duration::from_millis(500), Jitter::None);
+        let d: Vec<u64> = (1..=5).map(|a| b.delay(a, 0.5).as_millis() as u64).collect();
+        assert_eq!(d, vec![100, 200, 400, 500, 500]);
+        let full = Backoff { jitter: Jitter::Full, ..b };
+        assert_eq!(full.delay(3, 0.25).as_millis(), 100);
+        let eq = Backoff { jitter: Jitter::Equal, ..b };
+        assert_eq!(eq.delay(3, 0.5).as_millis(), 300);
+    }
+
+    #[test]
+    fn backoff_encoding_round_trips() {
+        for b in [Backoff::default(), Backoff::fixed(Duration::from_secs(3))] {
+            assert_eq!(Backoff::decode(&b.encode()), Some(b));
+        }
+    }
+
+    #[test]
+    fn invalid_tasks_name_the_field_to_fix() {
+        let field = |t: NewTask| match t.prepare(1024) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert_eq!(field(NewTask::new("x", serde_json::json!({})).queue("a{b}")), "queue");
+        assert_eq!(field(NewTask::new("", serde_json::json!({}))), "name");
+        assert_eq!(field(NewTask::new("x", serde_json::json!("a".repeat(2000)))), "payload");
+        assert_eq!(field(NewTask::new("x", serde_json::json!({})).max_attempts(0)), "max_attempts");
+        assert_eq!(field(NewTask::new("x", serde_json::json!({})).timeout(Duration::ZERO)), "timeout_ms");
+        assert!(NewTask::new("email.send", serde_json::json!({"to": "a@b"})).prepare(1024).is_ok());
+    }
+}

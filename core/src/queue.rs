@@ -1,0 +1,498 @@
+//! The Redis queue engine. Each state change of a task is one atomic Lua script (one file per
+//! transition under `scripts/`), guarded by the lease's fencing token, and appends its audit
+//! event to the queue's outbox stream inside the same script.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script, Value};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::keys::{QueueKeys, queues_set};
+use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        static $name: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
+    };
+}
+script!(ENQUEUE, "enqueue.lua");
+script!(CLAIM, "claim.lua");
+script!(ACK, "ack.lua");
+script!(FAIL, "fail.lua");
+script!(HEARTBEAT, "heartbeat.lua");
+script!(CANCEL, "cancel.lua");
+script!(RETRY_NOW, "retry_now.lua");
+script!(REAP, "reap.lua");
+script!(RELEASE, "release.lua");
+
+/// How many due delayed tasks one claim promotes at most.
+const PROMOTE_LIMIT: usize = 1000;
+
+/// Result of one claim call.
+#[derive(Debug)]
+pub struct ClaimBatch {
+    /// Redis time when the claim ran (ms since the epoch).
+    pub now_ms: i64,
+    /// Due time of the earliest delayed task, in Redis time, if any.
+    pub next_due_ms: Option<i64>,
+    pub tasks: Vec<ClaimedTask>,
+}
+
+/// How a worker ends an attempt that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// Retry if attempts are left.
+    Retryable,
+    /// Skip the remaining attempts: dead now.
+    Permanent,
+    /// The handler stopped because the task was cancelled.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Will run again at this Redis time (ms).
+    Retrying { due_ms: i64 },
+    Dead,
+    Cancelled,
+    /// The fencing token was stale: another worker owns the task now. Nothing changed.
+    Stale,
+}
+
+/// What cancel did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Removed from its queue; was in this status.
+    Cancelled { was: String },
+    /// Running: the handler is told through the next heartbeat.
+    Cancelling,
+    /// Already being cancelled.
+    AlreadyCancelling,
+    /// Not live in Redis (finished, or unknown).
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryNowOutcome {
+    Queued { was: String },
+    /// Already waiting or running.
+    Refused { status: String },
+    NotFound,
+}
+
+/// Answer to one lease in a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Extended,
+    CancelRequested,
+    Lost,
+}
+
+/// Live counts of one queue in Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueCounts {
+    pub waiting: u64,
+    pub delayed: u64,
+    pub running: u64,
+    pub dead: u64,
+    pub outbox: u64,
+    pub dlq_pending: u64,
+    pub paused: bool,
+}
+
+/// Handle to the queue engine; cheap to clone (one multiplexed, self-reconnecting connection).
+#[derive(Clone)]
+pub struct Engine {
+    client: redis::Client,
+    conn: ConnectionManager,
+    namespace: String,
+}
+
+impl Engine {
+    /// Connect to Redis. `namespace` prefixes every key (tests use a fresh one each).
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_with_config(client.clone(), cfg).await?;
+        Ok(Engine { client, conn, namespace: namespace.to_owned() })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.namespace, queue)
+    }
+
+    /// A connection of its own for blocking commands (BLPOP, XREADGROUP BLOCK), which would
+    /// stall every other caller of a shared multiplexed connection.
+    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
+        let cfg = AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(Duration::from_secs(5)));
+        Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
+    }
+
+    /// The shared connection, for callers that need a plain command.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Enqueue tasks (any mix of queues); returns `(id, created)` in input order. `created` is
+    /// false when an idempotency key already named a live task, whose id is returned.
+    pub async fn enqueue(&self, tasks: &[PreparedTask], idempotency_retention: Duration) -> Result<Vec<(TaskId, bool)>> {
+        let mut out = vec![(Uuid::nil(), false); tasks.len()];
+        let mut by_queue: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, t) in tasks.iter().enumerate() {
+            by_queue.entry(t.task.queue.as_str()).or_default().push(i);
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        let names: Vec<&str> = by_queue.keys().copied().collect();
+        pipe.sadd(queues_set(&self.namespace), &names).ignore();
+        let mut order = Vec::new();
+        for (queue, idx) in &by_queue {
+            let k = self.keys(queue);
+            for chunk in idx.chunks(500) {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(ENQUEUE.get_hash()).arg(4).arg(&k.ready).arg(&k.delayed).arg(&k.seq).arg(&k.wake);
+                cmd.arg(&k.prefix).arg(idempotency_retention.as_millis() as u64).arg(chunk.len());
+                for &i in chunk {
+                    let p = &tasks[i];
+                    let (run_at, delay) = match p.task.schedule {
+                        Schedule::Now => (0i64, 0u64),
+                        Schedule::At(at) => (at.timestamp_millis().max(1), 0),
+                        Schedule::After(d) => (0, d.as_millis() as u64),
+                    };
+                    cmd.arg(p.id.to_string())
+                        .arg(&p.task.name)
+                        .arg(&p.payload_json)
+                        .arg(p.task.priority.get())
+                        .arg(p.task.max_attempts)
+                        .arg(p.task.backoff.encode())
+                        .arg(p.task.timeout.as_millis() as u64)
+                        .arg(p.task.idempotency_key.as_deref().unwrap_or(""))
+                        .arg(run_at)
+                        .arg(delay);
+                }
+                // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.
+                pipe.add_command(cmd);
+                order.push(chunk.to_vec());
+            }
+        }
+        let replies: Vec<Vec<Value>> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                ENQUEUE.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            r => r?,
+        };
+        for (reply, chunk) in replies.into_iter().zip(order) {
+            let mut it = reply.into_iter().skip(1);
+            for i in chunk {
+                let id = parse_id(it.next(), "enqueue")?;
+                let created = as_i64(it.next(), "enqueue")? == 1;
+                out[i] = (id, created);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lease up to `max` ready tasks of `queue` to `worker` (after promoting due delayed ones).
+    pub async fn claim(&self, queue: &str, worker: &str, max: usize, lease: Duration) -> Result<ClaimBatch> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = CLAIM
+            .key(&k.ready)
+            .key(&k.delayed)
+            .key(&k.active)
+            .key(&k.seq)
+            .key(&k.token)
+            .key(&k.outbox)
+            .key(&k.wake)
+            .key(&k.paused)
+            .arg(&k.prefix)
+            .arg(worker)
+            .arg(max)
+            .arg(lease.as_millis() as u64)
+            .arg(PROMOTE_LIMIT)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut it = reply.into_iter();
+        let now_ms = as_i64(it.next(), "claim")?;
+        let next_due = as_i64(it.next(), "claim")?;
+        let count = as_i64(it.next(), "claim")? as usize;
+        let mut tasks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = parse_id(it.next(), "claim")?;
+            let token = as_i64(it.next(), "claim")? as u64;
+            let attempt = as_i64(it.next(), "claim")? as u32;
+            let max_attempts = as_i64(it.next(), "claim")? as u32;
+            let name = as_string(it.next(), "claim")?;
+            let payload = as_string(it.next(), "claim")?;
+            let timeout = Duration::from_millis(as_i64(it.next(), "claim")? as u64);
+            let backoff = Backoff::decode(&as_string(it.next(), "claim")?).unwrap_or_default();
+            let ik = as_string(it.next(), "claim")?;
+            tasks.push(ClaimedTask {
+                id,
+                queue: queue.to_owned(),
+                name,
+                payload,
+                token,
+                attempt,
+                max_attempts,
+                timeout,
+                backoff,
+                idempotency_key: (!ik.is_empty()).then_some(ik),
+            });
+        }
+        Ok(ClaimBatch { now_ms, next_due_ms: (next_due >= 0).then_some(next_due), tasks })
+    }
+
+    /// Complete attempts; one bool per `(id, token)`, false when the token was stale.
+    pub async fn ack(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(queue);
+        let mut inv = ACK.prepare_invoke();
+        inv.key(&k.active).key(&k.outbox).arg(&k.prefix).arg(worker);
+        for (id, tok) in leases {
+            inv.arg(id.to_string()).arg(tok);
+        }
+        let mut conn = self.conn.clone();
+        let r: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(r.into_iter().map(|x| x == 1).collect())
+    }
+
+    /// End an attempt that did not succeed; the script decides retry or dead.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail(
+        &self,
+        queue: &str,
+        id: TaskId,
+        token: u64,
+        worker: &str,
+        kind: FailKind,
+        message: &str,
+        detail: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<FailOutcome> {
+        let k = self.keys(queue);
+        let outcome = match kind {
+            FailKind::Retryable => "error",
+            FailKind::Permanent => "permanent",
+            FailKind::Cancelled => "cancelled",
+        };
+        let mut conn = self.conn.clone();
+        let (what, at): (String, i64) = FAIL
+            .key(&k.active)
+            .key(&k.delayed)
+            .key(&k.dead)
+            .key(&k.dlq)
+            .key(&k.outbox)
+            .key(&k.wake)
+            .arg(&k.prefix)
+            .arg(id.to_string())
+            .arg(token)
+            .arg(worker)
+            .arg(outcome)
+            .arg(message)
+            .arg(detail)
+            .arg(retry_in.map(|d| d.as_millis() as i64).unwrap_or(-1))
+            .arg(rand::random::<f64>())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match what.as_str() {
+            "retrying" => FailOutcome::Retrying { due_ms: at },
+            "dead" => FailOutcome::Dead,
+            "cancelled" => FailOutcome::Cancelled,
+            "stale" => FailOutcome::Stale,
+            other => return Err(Error::Protocol { script: "fail", detail: other.to_owned() }),
+        })
+    }
+
+    /// Extend leases; one state per `(id, token)`.
+    pub async fn heartbeat(&self, queue: &str, lease: Duration, leases: &[(TaskId, u64)]) -> Result<Vec<LeaseState>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(queue);
+        let mut inv = HEARTBEAT.prepare_invoke();
+        inv.key(&k.active).arg(&k.prefix).arg(lease.as_millis() as u64);
+        for (id, tok) in leases {
+            inv.arg(id.to_string()).arg(tok);
+        }
+        let mut conn = self.conn.clone();
+        let r: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(r.into_iter()
+            .map(|x| match x {
+                0 => LeaseState::Extended,
+                1 => LeaseState::CancelRequested,
+                _ => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    pub async fn cancel(&self, queue: &str, id: TaskId, actor: &str) -> Result<CancelOutcome> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let (what, was): (String, String) = CANCEL
+            .key(&k.ready)
+            .key(&k.delayed)
+            .key(&k.dead)
+            .key(&k.dlq)
+            .key(&k.outbox)
+            .arg(&k.prefix)
+            .arg(id.to_string())
+            .arg(actor)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match what.as_str() {
+            "cancelled" => CancelOutcome::Cancelled { was },
+            "cancelling" => CancelOutcome::Cancelling,
+            "refused" => CancelOutcome::AlreadyCancelling,
+            "not_found" => CancelOutcome::NotFound,
+            other => return Err(Error::Protocol { script: "cancel", detail: other.to_owned() }),
+        })
+    }
+
+    pub async fn retry_now(&self, queue: &str, id: TaskId, actor: &str) -> Result<RetryNowOutcome> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let (what, was): (String, String) = RETRY_NOW
+            .key(&k.ready)
+            .key(&k.delayed)
+            .key(&k.dead)
+            .key(&k.dlq)
+            .key(&k.seq)
+            .key(&k.outbox)
+            .key(&k.wake)
+            .arg(&k.prefix)
+            .arg(id.to_string())
+            .arg(actor)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match what.as_str() {
+            "queued" => RetryNowOutcome::Queued { was },
+            "refused" => RetryNowOutcome::Refused { status: was },
+            "not_found" => RetryNowOutcome::NotFound,
+            other => return Err(Error::Protocol { script: "retry_now", detail: other.to_owned() }),
+        })
+    }
+
+    /// Requeue (or dead-letter) expired leases. Returns how many were reaped and the next
+    /// lease deadline in Redis time.
+    pub async fn reap(&self, queue: &str, limit: usize) -> Result<(usize, Option<i64>)> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let (n, next): (usize, i64) = REAP
+            .key(&k.active)
+            .key(&k.ready)
+            .key(&k.dead)
+            .key(&k.dlq)
+            .key(&k.seq)
+            .key(&k.token)
+            .key(&k.outbox)
+            .key(&k.wake)
+            .arg(&k.prefix)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((n, (next >= 0).then_some(next)))
+    }
+
+    /// Hand leases straight back to ready (graceful shutdown).
+    pub async fn release(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(queue);
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(&k.active).key(&k.ready).key(&k.seq).key(&k.token).key(&k.outbox).key(&k.wake).arg(&k.prefix).arg(worker);
+        for (id, tok) in leases {
+            inv.arg(id.to_string()).arg(tok);
+        }
+        let mut conn = self.conn.clone();
+        let r: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(r.into_iter().map(|x| x == 1).collect())
+    }
+
+    /// Queues that have ever received a task.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let mut q: Vec<String> = redis::cmd("SMEMBERS").arg(queues_set(&self.namespace)).query_async(&mut conn).await?;
+        q.sort();
+        Ok(q)
+    }
+
+    /// Make a queue known to workers and the audit writer before it receives a task.
+    pub async fn register_queue(&self, queue: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SADD").arg(queues_set(&self.namespace)).arg(queue).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let (waiting, delayed, running, dead, outbox, dlq, paused): (u64, u64, u64, u64, u64, u64, bool) = redis::pipe()
+            .zcard(&k.ready)
+            .zcard(&k.delayed)
+            .zcard(&k.active)
+            .zcard(&k.dead)
+            .xlen(&k.outbox)
+            .zcard(&k.dlq)
+            .exists(&k.paused)
+            .query_async(&mut conn)
+            .await?;
+        Ok(QueueCounts { waiting, delayed, running, dead, outbox, dlq_pending: dlq, paused })
+    }
+
+    /// The raw task hash (field names as in the scripts); empty when the task is not live.
+    pub async fn task_fields(&self, queue: &str, id: TaskId) -> Result<HashMap<String, String>> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HGETALL").arg(self.keys(queue).task(&id.to_string())).query_async(&mut conn).await?)
+    }
+
+    /// Block on `conn` until new work may be available in any of `queues`, or `timeout` passes.
+    /// Returns true when woken by a signal.
+    pub async fn wait_for_work(&self, conn: &mut MultiplexedConnection, queues: &[String], timeout: Duration) -> Result<bool> {
+        let mut cmd = redis::cmd("BLPOP");
+        for q in queues {
+            cmd.arg(self.keys(q).wake);
+        }
+        cmd.arg(timeout.as_secs_f64().max(0.01));
+        let r: Option<(String, String)> = cmd.query_async(conn).await?;
+        Ok(r.is_some())
+    }
+}
+
+fn as_i64(v: Option<Value>, script: &'static str) -> Result<i64> {
+    match v {
+        Some(Value::Int(i)) => Ok(i),
+        Some(Value::BulkString(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or(Error::Protocol { script, detail: "expected an integer".into() }),
+        other => Err(Error::Protocol { script, detail: format!("expected an integer, got {other:?}") }),
+    }
+}
+
+fn as_string(v: Option<Value>, script: &'static str) -> Result<String> {
+    match v {
+        Some(Value::BulkString(b)) => String::from_utf8(b).map_err(|_| Error::Protocol { script, detail: "invalid UTF-8".into() }),
+        Some(Value::SimpleString(s)) => Ok(s),
+        Some(Value::Int(i)) => Ok(i.to_string()),
+        Some(Value::Nil) | None => Ok(String::new()),
+        other => Err(Error::Protocol { script, detail: format!("expected a string, got {other:?}") }),
+    }
+}
+
+fn parse_id(v: Option<Value>, script: &'static str) -> Result<TaskId> {
+    let s = as_string(v, script)?;
+    Uuid::parse_str(&s).map_err(|_| Error::Protocol { script, detail: format!("bad task id {s:?}") })
+}

@@ -1,0 +1,27 @@
+-- ack: complete a batch of running tasks. A completed task leaves Redis; Postgres keeps its record.
+--
+-- KEYS[1] active  KEYS[2] outbox
+-- ARGV[1] key prefix  ARGV[2] worker id  then pairs: id, fencing token
+-- Returns: one integer per pair, 1 = completed, 0 = refused (stale token or not running)
+local active, outbox = KEYS[1], KEYS[2]
+local prefix, worker = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, done = {}, {}
+for i = 3, #ARGV, 2 do
+  local id, tok = ARGV[i], ARGV[i + 1]
+  local tkey = prefix .. 't:' .. id
+  local f = redis.call('HMGET', tkey, 'tok', 'st', 'a')
+  if f[1] == tok and f[2] == 'running' then
+    redis.call('ZREM', active, id)
+    redis.call('DEL', tkey)
+    done[#done + 1] = id .. ':' .. f[3]
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if #done > 0 then
+  redis.call('XADD', outbox, '*', 'k', 'd', 't', now, 'w', worker, 'x', table.concat(done, ','))
+end
+return out

@@ -1,0 +1,67 @@
+-- claim: promote due delayed tasks, then lease up to N ready tasks to one worker.
+--
+-- KEYS[1] ready  KEYS[2] delayed  KEYS[3] active (score = lease deadline, ms)  KEYS[4] seq
+-- KEYS[5] token (fencing-token counter)  KEYS[6] outbox (audit stream)  KEYS[7] wake  KEYS[8] paused
+-- ARGV[1] key prefix  ARGV[2] worker id  ARGV[3] max tasks  ARGV[4] lease (ms)  ARGV[5] promote limit
+-- Returns: {now, next_due (-1 = no delayed task), count, then 9 fields per task:
+--           id, token, attempt, max_attempts, name, payload, timeout_ms, backoff, idempotency key}
+-- Highest priority first, FIFO within a priority. One outbox entry for the whole batch.
+local ready, delayed, active, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tokkey, outbox, wake, paused = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local prefix, worker = ARGV[1], ARGV[2]
+local max, lease, plimit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local SHIFT = 70368744177664 -- 2^46
+
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, plimit)
+for _, id in ipairs(due) do
+  local tkey = prefix .. 't:' .. id
+  local pr = tonumber(redis.call('HGET', tkey, 'pr'))
+  if pr then
+    local seq = redis.call('INCR', seqkey)
+    redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
+    redis.call('HSET', tkey, 'st', 'queued')
+  end
+  redis.call('ZREM', delayed, id)
+end
+
+local out = {now, -1, 0}
+local count = 0
+if max > 0 and redis.call('EXISTS', paused) == 0 then
+  local popped = redis.call('ZPOPMIN', ready, max)
+  local claimed = {}
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local tkey = prefix .. 't:' .. id
+    local f = redis.call('HMGET', tkey, 'ma', 'n', 'p', 'to', 'bk', 'ik')
+    if f[2] then
+      local a = redis.call('HINCRBY', tkey, 'a', 1)
+      local tok = redis.call('INCR', tokkey)
+      redis.call('HSET', tkey, 'st', 'running', 'tok', tok, 'w', worker, 'ls', now)
+      redis.call('ZADD', active, now + lease, id)
+      out[#out + 1] = id
+      out[#out + 1] = tok
+      out[#out + 1] = a
+      out[#out + 1] = f[1]
+      out[#out + 1] = f[2]
+      out[#out + 1] = f[3]
+      out[#out + 1] = f[4]
+      out[#out + 1] = f[5]
+      out[#out + 1] = f[6]
+      claimed[#claimed + 1] = id .. ':' .. a
+      count = count + 1
+    end
+  end
+  if count > 0 then
+    redis.call('XADD', outbox, '*', 'k', 'c', 't', now, 'w', worker, 'x', table.concat(claimed, ','))
+  end
+  -- Pass the baton: work is left, so wake another idle worker.
+  if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
+    redis.call('LPUSH', wake, '1')
+  end
+end
+out[3] = count
+local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if first[2] then out[2] = tonumber(first[2]) end
+return out

@@ -1,0 +1,66 @@
+-- enqueue: add a batch of tasks to one queue, ready now or delayed.
+--
+-- KEYS[1] ready    sorted set, score = (100 - priority) * 2^46 + seq  (ZPOPMIN = highest priority, FIFO)
+-- KEYS[2] delayed  sorted set, score = due time (ms)
+-- KEYS[3] seq      counter giving FIFO order within a priority
+-- KEYS[4] wake     list that blocked workers BLPOP on
+-- ARGV[1] key prefix of this queue, "<ns>:{<queue>}:" (task hashes and idempotency keys live under it)
+-- ARGV[2] idempotency retention (ms)
+-- ARGV[3] number of tasks; then 10 fields per task:
+--         id, name, payload, priority, max_attempts, backoff, timeout_ms, idempotency key ("" = none),
+--         run_at (epoch ms, 0 = use delay), delay_ms
+-- Returns: {now, id_1, created_1, id_2, created_2, ...}; created is 1 for a new task, 0 when the
+--          idempotency key (or the id) already named a task, whose id is returned instead.
+local ready, delayed, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix = ARGV[1]
+local retention = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {now}
+local woke = false
+local SHIFT = 70368744177664 -- 2^46
+for i = 0, n - 1 do
+  local b = 3 + i * 10
+  local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local pr, ma, bk, to, ik = tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local run_at, delay = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
+  local tkey = prefix .. 't:' .. id
+  local existing = nil
+  if ik ~= '' then
+    existing = redis.call('GET', prefix .. 'idem:' .. ik)
+  end
+  if not existing and redis.call('EXISTS', tkey) == 1 then
+    existing = id
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+  else
+    if ik ~= '' then
+      redis.call('SET', prefix .. 'idem:' .. ik, id, 'PX', retention)
+    end
+    local due = run_at
+    if due == 0 then due = now + delay end
+    if due <= now then
+      local seq = redis.call('INCR', seqkey)
+      redis.call('HSET', tkey, 'n', name, 'p', payload, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,
+        'bk', bk, 'to', to, 'st', 'queued', 'ik', ik, 'ca', now, 'ra', now)
+      redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
+      if not woke and redis.call('LLEN', wake) < 1000 then
+        redis.call('LPUSH', wake, '1')
+        woke = true
+      end
+    else
+      redis.call('HSET', tkey, 'n', name, 'p', payload, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,
+        'bk', bk, 'to', to, 'st', 'scheduled', 'ik', ik, 'ca', now, 'ra', due)
+      redis.call('ZADD', delayed, due, id)
+      -- A new earliest due time must reach a worker that is sleeping until a later one.
+      local first = redis.call('ZRANGE', delayed, 0, 0)
+      if first[1] == id then redis.call('LPUSH', wake, '1') end
+    end
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  end
+end
+return out

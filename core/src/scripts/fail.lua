@@ -1,0 +1,64 @@
+-- fail: end one running attempt that did not succeed. The retry decision lives here, beside
+-- the state change: attempts left and not permanent => retrying (delayed by the backoff),
+-- otherwise dead (kept in Redis for inspection and queued for the SQS dead-letter queue).
+--
+-- KEYS[1] active  KEYS[2] delayed  KEYS[3] dead (score = died at)  KEYS[4] dlq (pending SQS sends)
+-- KEYS[5] outbox  KEYS[6] wake
+-- ARGV[1] key prefix  ARGV[2] id  ARGV[3] fencing token  ARGV[4] worker id
+-- ARGV[5] outcome: "error" | "permanent" | "cancelled"
+-- ARGV[6] error message  ARGV[7] error detail (chain / stack trace)
+-- ARGV[8] retry delay override in ms (-1 = use the task's backoff)  ARGV[9] random number in [0, 1)
+-- Returns: {"retrying", due_ms} | {"dead", now} | {"cancelled", now} | {"stale", 0}
+local active, delayed, dead, dlq, outbox, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix, id, tok, worker, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local msg, detail = ARGV[6], ARGV[7]
+local override, rnd = tonumber(ARGV[8]), tonumber(ARGV[9])
+local tkey = prefix .. 't:' .. id
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk')
+if f[1] ~= tok or f[2] ~= 'running' then
+  return {'stale', 0}
+end
+local a, ma = tonumber(f[3]), tonumber(f[4])
+redis.call('ZREM', active, id)
+
+if outcome == 'cancelled' then
+  redis.call('DEL', tkey)
+  redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker)
+  return {'cancelled', now}
+end
+
+if outcome == 'permanent' or a >= ma then
+  redis.call('HSET', tkey, 'st', 'dead', 'le', msg, 'fa', now)
+  redis.call('HDEL', tkey, 'tok', 'cx')
+  redis.call('ZADD', dead, now, id)
+  redis.call('ZADD', dlq, now, id)
+  redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail)
+  return {'dead', now}
+end
+
+local delay = override
+if delay < 0 then
+  -- backoff: "e:<base>:<cap>:<jitter>" (exponential) or "f:<base>:<cap>:<jitter>" (fixed)
+  local kind, base, cap, jitter = string.match(f[5], '^(%a):(%d+):(%d+):(%a+)$')
+  base, cap = tonumber(base), tonumber(cap)
+  if kind == 'e' then
+    delay = math.min(cap, base * 2 ^ (a - 1))
+  else
+    delay = math.min(cap, base)
+  end
+  if jitter == 'full' then
+    delay = math.floor(delay * rnd)
+  elseif jitter == 'equal' then
+    delay = math.floor(delay / 2 + delay / 2 * rnd)
+  end
+end
+local due = now + delay
+redis.call('HSET', tkey, 'st', 'retrying', 'le', msg, 'ra', due)
+redis.call('HDEL', tkey, 'tok')
+redis.call('ZADD', delayed, due, id)
+redis.call('XADD', outbox, '*', 'k', 'r', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail, 'ra', due)
+local first = redis.call('ZRANGE', delayed, 0, 0)
+if first[1] == id then redis.call('LPUSH', wake, '1') end
+return {'retrying', due}

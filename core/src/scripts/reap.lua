@@ -1,0 +1,43 @@
+-- reap: leases whose deadline passed (the worker died or hung) go back to ready, counting the
+-- lost attempt; with no attempts left the task is dead. The fencing token is bumped so the
+-- old holder can no longer ack, fail or heartbeat it.
+--
+-- KEYS[1] active  KEYS[2] ready  KEYS[3] dead  KEYS[4] dlq  KEYS[5] seq  KEYS[6] token
+-- KEYS[7] outbox  KEYS[8] wake
+-- ARGV[1] key prefix  ARGV[2] max leases to reap in this call
+-- Returns: {reaped count, next lease deadline (-1 = no active lease)}
+local active, ready, dead, dlq, seqkey, tokkey, outbox, wake =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local prefix, limit = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
+local requeued = 0
+for _, id in ipairs(expired) do
+  local tkey = prefix .. 't:' .. id
+  redis.call('ZREM', active, id)
+  local f = redis.call('HMGET', tkey, 'a', 'ma', 'pr', 'w')
+  if f[1] then
+    local a, ma = tonumber(f[1]), tonumber(f[2])
+    redis.call('HSET', tkey, 'tok', redis.call('INCR', tokkey))
+    redis.call('HDEL', tkey, 'cx')
+    local msg = 'lease expired: worker ' .. (f[4] or '?') .. ' stopped heartbeating'
+    if a >= ma then
+      redis.call('HSET', tkey, 'st', 'dead', 'le', msg, 'fa', now)
+      redis.call('ZADD', dead, now, id)
+      redis.call('ZADD', dlq, now, id)
+      redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg, 's', '', 'o', 'lost')
+    else
+      local seq = redis.call('INCR', seqkey)
+      redis.call('ZADD', ready, (100 - tonumber(f[3])) * 70368744177664 + seq, id)
+      redis.call('HSET', tkey, 'st', 'queued', 'le', msg)
+      redis.call('XADD', outbox, '*', 'k', 'L', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg)
+      requeued = requeued + 1
+    end
+  end
+end
+if requeued > 0 and redis.call('LLEN', wake) < 1000 then redis.call('LPUSH', wake, '1') end
+local nxt = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
+local deadline = -1
+if nxt[2] then deadline = tonumber(nxt[2]) end
+return {#expired, deadline}

@@ -1,0 +1,229 @@
+//! The Postgres store: the durable record of every task (written before enqueue returns),
+//! its attempts, idempotency keys and the manual-action audit log.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Row};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{PreparedTask, Schedule, TaskId};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// A task as Postgres records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub queue: String,
+    pub name: String,
+    pub payload: serde_json::Value,
+    pub priority: i16,
+    pub status: String,
+    pub run_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub backoff: serde_json::Value,
+    pub timeout_ms: i64,
+    pub idempotency_key: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub attempt: i32,
+    pub worker: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    pub detail: Option<String>,
+}
+
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at";
+
+impl Store {
+    /// Connect with a pool whose acquire timeout is short: an unavailable database must turn
+    /// into a quick, retryable error, not a hung request.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(opts);
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Record new tasks in one transaction. Returns `(id, created)` per input: for a task whose
+    /// idempotency key is still held by another task, that task's id and `false`.
+    pub async fn insert_tasks(&self, tasks: &[PreparedTask], idempotency_retention: Duration) -> Result<Vec<(TaskId, bool)>> {
+        let now = Utc::now();
+        let mut out: Vec<(TaskId, bool)> = tasks.iter().map(|t| (t.id, true)).collect();
+        let mut tx = self.pool.begin().await?;
+        let keyed: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].task.idempotency_key.is_some()).collect();
+        if !keyed.is_empty() {
+            // One row per (queue, key): within a batch the first task with a key wins.
+            let mut seen = std::collections::HashSet::new();
+            let first: Vec<usize> = keyed.iter().copied().filter(|&i| seen.insert((tasks[i].task.queue.as_str(), tasks[i].task.idempotency_key.as_deref()))).collect();
+            let queues: Vec<&str> = first.iter().map(|&i| tasks[i].task.queue.as_str()).collect();
+            let keys: Vec<&str> = first.iter().map(|&i| tasks[i].task.idempotency_key.as_deref().unwrap_or_default()).collect();
+            let ids: Vec<Uuid> = first.iter().map(|&i| tasks[i].id).collect();
+            let expires = now + chrono::Duration::from_std(idempotency_retention).unwrap_or_default();
+            // Take each key unless a live (unexpired) holder exists; then read every holder.
+            sqlx::query(
+                "INSERT INTO idempotency_keys (queue, key, task_id, expires_at)
+                 SELECT q, k, i, $4 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS u(q, k, i)
+                 ON CONFLICT (queue, key) DO UPDATE SET task_id = EXCLUDED.task_id, expires_at = EXCLUDED.expires_at
+                 WHERE idempotency_keys.expires_at < now()",
+            )
+            .bind(&queues)
+            .bind(&keys)
+            .bind(&ids)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await?;
+            let rows = sqlx::query("SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))")
+                .bind(&queues)
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await?;
+            for &i in &keyed {
+                let t = &tasks[i].task;
+                if let Some(r) = rows.iter().find(|r| r.get::<&str, _>(0) == t.queue && Some(r.get::<&str, _>(1)) == t.idempotency_key.as_deref()) {
+                    let holder: Uuid = r.get(2);
+                    out[i] = (holder, holder == tasks[i].id);
+                }
+            }
+        }
+        let new: Vec<usize> = (0..tasks.len()).filter(|&i| out[i].1).collect();
+        if !new.is_empty() {
+            let mut ids = Vec::with_capacity(new.len());
+            let mut queues = Vec::with_capacity(new.len());
+            let mut names = Vec::with_capacity(new.len());
+            let mut payloads = Vec::with_capacity(new.len());
+            let mut prios = Vec::with_capacity(new.len());
+            let mut statuses = Vec::with_capacity(new.len());
+            let mut run_ats = Vec::with_capacity(new.len());
+            let mut maxes = Vec::with_capacity(new.len());
+            let mut backoffs = Vec::with_capacity(new.len());
+            let mut timeouts = Vec::with_capacity(new.len());
+            let mut ikeys: Vec<Option<&str>> = Vec::with_capacity(new.len());
+            for &i in &new {
+                let p = &tasks[i];
+                ids.push(p.id);
+                queues.push(p.task.queue.as_str());
+                names.push(p.task.name.as_str());
+                payloads.push(p.payload_json.as_str());
+                prios.push(p.task.priority.get() as i16);
+                statuses.push(if matches!(p.task.schedule, Schedule::Now) || p.approx_run_at(now) <= now { "queued" } else { "scheduled" });
+                run_ats.push(p.approx_run_at(now));
+                maxes.push(p.task.max_attempts as i32);
+                backoffs.push(serde_json::to_string(&p.task.backoff).unwrap_or_default());
+                timeouts.push(p.task.timeout.as_millis() as i64);
+                ikeys.push(p.task.idempotency_key.as_deref());
+            }
+            sqlx::query(
+                "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
+                             $8::int4[], $9::text[], $10::int8[], $11::text[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik)",
+            )
+            .bind(&ids)
+            .bind(&queues)
+            .bind(&names)
+            .bind(&payloads)
+            .bind(&prios)
+            .bind(&statuses)
+            .bind(&run_ats)
+            .bind(&maxes)
+            .bind(&backoffs)
+            .bind(&timeouts)
+            .bind(&ikeys)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Undo [`Store::insert_tasks`] for tasks Redis refused (so a retry can succeed cleanly).
+    pub async fn delete_tasks(&self, ids: &[TaskId]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE task_id = ANY($1)").bind(ids).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM tasks WHERE id = ANY($1)").bind(ids).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| task_from_row(&r)))
+    }
+
+    pub async fn attempts(&self, id: TaskId) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker, started_at, finished_at, outcome, error, detail,
+                    (extract(epoch FROM finished_at - started_at) * 1000)::int8 AS duration_ms
+             FROM task_attempts WHERE task_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AttemptRecord {
+                attempt: r.get("attempt"),
+                worker: r.get("worker"),
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+                duration_ms: r.get("duration_ms"),
+                outcome: r.get("outcome"),
+                error: r.get("error"),
+                detail: r.get("detail"),
+            })
+            .collect())
+    }
+}
+
+pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
+    TaskRecord {
+        id: r.get("id"),
+        queue: r.get("queue"),
+        name: r.get("name"),
+        payload: r.get("payload"),
+        priority: r.get("priority"),
+        status: r.get("status"),
+        run_at: r.get("run_at"),
+        attempts: r.get("attempts"),
+        max_attempts: r.get("max_attempts"),
+        backoff: r.get("backoff"),
+        timeout_ms: r.get("timeout_ms"),
+        idempotency_key: r.get("idempotency_key"),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        finished_at: r.get("finished_at"),
+    }
+}
