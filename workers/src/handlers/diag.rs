@@ -1,0 +1,69 @@
+//! Diagnostic handlers. `CHRONOS_DIAGNOSTIC_HANDLERS=0` leaves them out of a worker.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::handler::{Handler, HandlerError, Task, TaskContext};
+
+/// Succeeds at once.
+pub struct Noop;
+
+impl Handler for Noop {
+    fn kind(&self) -> &'static str {
+        "noop"
+    }
+    async fn handle(&self, _ctx: TaskContext, _task: Task) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// Sleeps `{ms}`; returns early as cancelled when the task is cancelled.
+pub struct Sleep;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepPayload {
+    ms: u64,
+}
+
+impl Handler for Sleep {
+    fn kind(&self) -> &'static str {
+        "sleep"
+    }
+    async fn handle(&self, ctx: TaskContext, task: Task) -> Result<(), HandlerError> {
+        let p: SleepPayload = task.payload()?;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(p.ms)) => Ok(()),
+            _ = ctx.cancelled() => Err(HandlerError::Cancelled),
+        }
+    }
+}
+
+/// Fails its first `times` attempts (permanently if `permanent`), then succeeds.
+pub struct Fail;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailPayload {
+    times: u32,
+    #[serde(default)]
+    permanent: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl Handler for Fail {
+    fn kind(&self) -> &'static str {
+        "fail"
+    }
+    async fn handle(&self, ctx: TaskContext, task: Task) -> Result<(), HandlerError> {
+        let p: FailPayload = task.payload()?;
+        if ctx.attempt > p.times {
+            return Ok(());
+        }
+        let message = p.message.unwrap_or_else(|| format!("fail: attempt {} of the first {} fails by request", ctx.attempt, p.times));
+        let detail = format!("at chronos_workers::handlers::diag::Fail::handle (attempt {})\n", ctx.attempt);
+        Err(if p.permanent { HandlerError::Permanent { message, detail } } else { HandlerError::Retryable { message, detail } })
+    }
+}
