@@ -1,1 +1,241 @@
-fn main(){}
+//! `chronos` — run any piece of Chronos locally and operate a deployment.
+//!
+//! # Layout
+//! - `main.rs` — argument parsing ([`Cli`]) and one function per subcommand. Every subcommand
+//!   reads its settings from the environment once (see the README's configuration table) and
+//!   stops with a message naming the variable when one is wrong.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chronos_core::config::CoreConfig;
+use chronos_core::dlq::Dlq;
+use chronos_core::model::{Backoff, BackoffKind, Jitter, NewTask, Priority};
+use chronos_core::{Chronos, Engine, Store};
+use chronos_workers::{Worker, WorkerConfig, builtin_registry};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "chronos", version, about = "Chronos distributed task scheduler")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Apply the Postgres migrations.
+    Migrate,
+    /// Run a worker: claims and runs tasks, drains the audit outbox, forwards dead letters.
+    Worker,
+    /// Everything in one process for local development (migrates first).
+    Dev,
+    /// Submit a task.
+    Enqueue(EnqueueArgs),
+    /// Show a task with its attempts.
+    Task { id: uuid::Uuid },
+    /// Cancel a task (waiting, scheduled, retrying or dead: at once; running: its handler is told).
+    Cancel {
+        id: uuid::Uuid,
+    },
+    /// Run a scheduled, retrying or dead task now.
+    Retry {
+        id: uuid::Uuid,
+    },
+    /// Live counts per queue.
+    Queues,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackoffArg {
+    Exponential,
+    Fixed,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JitterArg {
+    None,
+    Full,
+    Equal,
+}
+
+#[derive(clap::Args)]
+struct EnqueueArgs {
+    /// Handler kind, e.g. http, email, noop.
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "default")]
+    queue: String,
+    /// JSON payload.
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// 0–100 or critical, high, normal, low.
+    #[arg(long, default_value = "normal")]
+    priority: String,
+    /// First run at this RFC 3339 instant.
+    #[arg(long, conflicts_with = "delay_ms")]
+    run_at: Option<String>,
+    /// First run after this many milliseconds.
+    #[arg(long)]
+    delay_ms: Option<u64>,
+    #[arg(long, default_value_t = chronos_core::model::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    #[arg(long, value_enum, default_value = "exponential")]
+    backoff: BackoffArg,
+    #[arg(long, default_value_t = 1000)]
+    backoff_base_ms: u64,
+    #[arg(long, default_value_t = 3_600_000)]
+    backoff_cap_ms: u64,
+    #[arg(long, value_enum, default_value = "full")]
+    jitter: JitterArg,
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CHRONOS_LOG").unwrap_or_else(|_| "info,sqlx=warn,aws=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chronos: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let core = CoreConfig::from_env()?;
+    match cli.cmd {
+        Cmd::Migrate => {
+            Store::connect(core.database_url.expose()).await?.migrate().await.context("migrating DATABASE_URL")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Cmd::Worker => run_worker(&core, false).await,
+        Cmd::Dev => run_worker(&core, true).await,
+        Cmd::Enqueue(a) => {
+            let c = client(&core).await?;
+            let task = enqueue_args(a)?;
+            let s = c.enqueue(task).await?;
+            println!("{}", serde_json::json!({ "id": s.id, "created": s.created }));
+            Ok(())
+        }
+        Cmd::Task { id } => {
+            let c = client(&core).await?;
+            let t = c.get(id).await?.with_context(|| format!("no task {id}"))?;
+            let attempts = c.store.attempts(id).await?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "task": t, "attempts": attempts }))?);
+            Ok(())
+        }
+        Cmd::Cancel { id } => {
+            let c = client(&core).await?;
+            println!("{:?}", c.cancel(id, "cli").await?);
+            Ok(())
+        }
+        Cmd::Retry { id } => {
+            let c = client(&core).await?;
+            println!("{:?}", c.retry_now(id, "cli").await?);
+            Ok(())
+        }
+        Cmd::Queues => {
+            let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await?;
+            let mut out = serde_json::Map::new();
+            for q in engine.queues().await? {
+                out.insert(q.clone(), serde_json::to_value(engine.counts(&q).await?)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+    }
+}
+
+async fn client(core: &CoreConfig) -> Result<Chronos> {
+    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
+    let store = Store::connect(core.database_url.expose()).await.context("DATABASE_URL")?;
+    Ok(Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention))
+}
+
+fn enqueue_args(a: EnqueueArgs) -> Result<NewTask> {
+    let payload: serde_json::Value = serde_json::from_str(&a.payload).context("--payload is not valid JSON")?;
+    let priority: Priority = a.priority.parse()?;
+    let backoff = Backoff {
+        kind: match a.backoff {
+            BackoffArg::Exponential => BackoffKind::Exponential,
+            BackoffArg::Fixed => BackoffKind::Fixed,
+        },
+        base_ms: a.backoff_base_ms,
+        cap_ms: a.backoff_cap_ms,
+        jitter: match a.jitter {
+            JitterArg::None => Jitter::None,
+            JitterArg::Full => Jitter::Full,
+            JitterArg::Equal => Jitter::Equal,
+        },
+    };
+    let mut t = NewTask::new(a.name, payload)
+        .queue(a.queue)
+        .priority(priority)
+        .max_attempts(a.max_attempts)
+        .backoff(backoff)
+        .timeout(Duration::from_millis(a.timeout_ms));
+    if let Some(at) = a.run_at {
+        let at = chrono::DateTime::parse_from_rfc3339(&at).with_context(|| format!("--run-at {at:?} is not an RFC 3339 time"))?;
+        t = t.run_at(at.with_timezone(&chrono::Utc));
+    } else if let Some(ms) = a.delay_ms {
+        t = t.delay(Duration::from_millis(ms));
+    }
+    if let Some(k) = a.idempotency_key {
+        t = t.idempotency_key(k);
+    }
+    Ok(t)
+}
+
+async fn run_worker(core: &CoreConfig, dev: bool) -> Result<()> {
+    let cfg = WorkerConfig::from_env()?;
+    let store = Store::connect(core.database_url.expose()).await?;
+    if dev {
+        store.migrate().await.context("migrating DATABASE_URL")?;
+    }
+    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
+    let registry = builtin_registry(&cfg).map_err(anyhow::Error::msg)?;
+    // SQS being down must not stop task processing: the forwarder retries, nothing is lost.
+    let dlq = loop {
+        match Dlq::connect(&core.dlq_queue).await {
+            Ok(d) => break Some(d),
+            Err(e) if dev => {
+                tracing::warn!(error = %e, "SQS dead-letter queue unreachable; dead letters stay pending in Redis");
+                break None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SQS dead-letter queue unreachable; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    if dlq.is_none() && !dev {
+        bail!("no dead-letter queue");
+    }
+    let mut worker = Worker::new(engine, registry, cfg).with_audit(store);
+    if let Some(d) = dlq {
+        worker = worker.with_dlq(d);
+    }
+    worker.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (ECS stopping the task) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+}
