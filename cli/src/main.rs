@@ -36,13 +36,9 @@ enum Cmd {
     /// Show a task with its attempts.
     Task { id: uuid::Uuid },
     /// Cancel a task (waiting, scheduled, retrying or dead: at once; running: its handler is told).
-    Cancel {
-        id: uuid::Uuid,
-    },
+    Cancel { id: uuid::Uuid },
     /// Run a scheduled, retrying or dead task now.
-    Retry {
-        id: uuid::Uuid,
-    },
+    Retry { id: uuid::Uuid },
     /// Live counts per queue.
     Queues,
 }

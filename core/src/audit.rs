@@ -202,8 +202,14 @@ impl AuditWriter {
         };
         let mut conn = self.engine.connection();
         for q in missing {
-            let r: redis::RedisResult<()> =
-                redis::cmd("XGROUP").arg("CREATE").arg(self.engine.keys(&q).outbox).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
+            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.engine.keys(&q).outbox)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
             match r {
                 Ok(()) => {}
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
@@ -255,7 +261,13 @@ impl AuditWriter {
         self.apply(new).await
     }
 
-    async fn read(&self, conn: &mut MultiplexedConnection, streams: &[String], from: &str, block: Option<Duration>) -> Result<Vec<(String, Vec<StreamId>)>> {
+    async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+        streams: &[String],
+        from: &str,
+        block: Option<Duration>,
+    ) -> Result<Vec<(String, Vec<StreamId>)>> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(self.batch);
         if let Some(b) = block {

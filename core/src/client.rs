@@ -38,17 +38,18 @@ impl Chronos {
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
         let prepared: Vec<PreparedTask> = tasks.into_iter().map(|t| t.prepare(self.max_payload_bytes)).collect::<Result<_>>()?;
         let recorded = self.store.insert_tasks(&prepared, self.idempotency_retention).await?;
-        let fresh: Vec<PreparedTask> = prepared.iter().zip(&recorded).filter(|(_, (_, created))| *created).map(|(p, _)| p.clone()).collect();
-        if !fresh.is_empty() {
-            if let Err(e) = self.engine.enqueue(&fresh, self.idempotency_retention).await {
-                // Redis refused: take the rows back so the producer's retry starts clean. If
-                // this also fails, the reconciler finds the rows and enqueues them.
-                let ids: Vec<TaskId> = fresh.iter().map(|p| p.id).collect();
-                if let Err(undo) = self.store.delete_tasks(&ids).await {
-                    tracing::error!(error = %undo, "could not undo task rows after Redis refused them");
-                }
-                return Err(e);
+        let fresh: Vec<PreparedTask> =
+            prepared.iter().zip(&recorded).filter(|(_, (_, created))| *created).map(|(p, _)| p.clone()).collect();
+        if !fresh.is_empty()
+            && let Err(e) = self.engine.enqueue(&fresh, self.idempotency_retention).await
+        {
+            // Redis refused: take the rows back so the producer's retry starts clean. If
+            // this also fails, the reconciler finds the rows and enqueues them.
+            let ids: Vec<TaskId> = fresh.iter().map(|p| p.id).collect();
+            if let Err(undo) = self.store.delete_tasks(&ids).await {
+                tracing::error!(error = %undo, "could not undo task rows after Redis refused them");
             }
+            return Err(e);
         }
         Ok(recorded.into_iter().map(|(id, created)| Submitted { id, created }).collect())
     }

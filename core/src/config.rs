@@ -83,18 +83,22 @@ impl CoreConfig {
         }
         let dlq_queue = var("CHRONOS_DLQ_QUEUE").unwrap_or_else(|| DEFAULT_DLQ_QUEUE.into());
         if dlq_queue.len() > 80 || !dlq_queue.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(ConfigError { var: "CHRONOS_DLQ_QUEUE", message: "must be 1–80 of A–Z a–z 0–9 - _ (an SQS queue name)".into() });
+            return Err(ConfigError {
+                var: "CHRONOS_DLQ_QUEUE", message: "must be 1–80 of A–Z a–z 0–9 - _ (an SQS queue name)".into()
+            });
         }
-        let max_payload_bytes = parse_var("CHRONOS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, "a byte count between 1024 and 16777216", |v| {
-            v.parse().ok().filter(|n| (1024..=16 << 20).contains(n))
-        })?;
-        let idempotency_retention = parse_var("CHRONOS_IDEMPOTENCY_RETENTION_S", DEFAULT_IDEMPOTENCY_RETENTION, "a number of seconds (1–2592000)", |v| {
-            v.parse::<u64>().ok().filter(|n| (1..=2_592_000).contains(n)).map(Duration::from_secs)
-        })?;
-        if let Some(ep) = var("AWS_ENDPOINT_URL") {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                return Err(ConfigError { var: "AWS_ENDPOINT_URL", message: format!("{ep:?} must be an http:// or https:// URL") });
-            }
+        let max_payload_bytes =
+            parse_var("CHRONOS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, "a byte count between 1024 and 16777216", |v| {
+                v.parse().ok().filter(|n| (1024..=16 << 20).contains(n))
+            })?;
+        let idempotency_retention =
+            parse_var("CHRONOS_IDEMPOTENCY_RETENTION_S", DEFAULT_IDEMPOTENCY_RETENTION, "a number of seconds (1–2592000)", |v| {
+                v.parse::<u64>().ok().filter(|n| (1..=2_592_000).contains(n)).map(Duration::from_secs)
+            })?;
+        if let Some(ep) = var("AWS_ENDPOINT_URL")
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(ConfigError { var: "AWS_ENDPOINT_URL", message: format!("{ep:?} must be an http:// or https:// URL") });
         }
         Ok(CoreConfig {
             redis_url: Secret::new(redis_url),

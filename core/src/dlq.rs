@@ -100,7 +100,13 @@ impl Dlq {
         for f in out.failed() {
             tracing::warn!(entry = f.id(), code = f.code(), message = f.message(), "SQS refused a dead letter; will retry");
         }
-        Ok(out.successful().iter().filter_map(|s| s.id().parse::<usize>().ok()).filter_map(|i| letters.get(i)).map(|l| l.id.clone()).collect())
+        Ok(out
+            .successful()
+            .iter()
+            .filter_map(|s| s.id().parse::<usize>().ok())
+            .filter_map(|i| letters.get(i))
+            .map(|l| l.id.clone())
+            .collect())
     }
 }
 

@@ -38,15 +38,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
-        Status::Scheduled,
-        Status::Queued,
-        Status::Running,
-        Status::Retrying,
-        Status::Completed,
-        Status::Dead,
-        Status::Cancelled,
-    ];
+    pub const ALL: [Status; 7] =
+        [Status::Scheduled, Status::Queued, Status::Running, Status::Retrying, Status::Completed, Status::Dead, Status::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,10 +67,12 @@ impl fmt::Display for Status {
 impl FromStr for Status {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| Error::invalid("status", format!("unknown status {s:?}; expected one of scheduled, queued, running, retrying, completed, dead, cancelled")))
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            Error::invalid(
+                "status",
+                format!("unknown status {s:?}; expected one of scheduled, queued, running, retrying, completed, dead, cancelled"),
+            )
+        })
     }
 }
 
@@ -360,15 +355,15 @@ impl NewTask {
         if self.timeout < Duration::from_millis(1) || self.timeout > MAX_TIMEOUT {
             return Err(Error::invalid("timeout_ms", format!("must be 1–{} ms", MAX_TIMEOUT.as_millis())));
         }
-        if let Some(k) = &self.idempotency_key {
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
-                return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_IDEMPOTENCY_KEY_LEN} bytes")));
-            }
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_IDEMPOTENCY_KEY_LEN} bytes")));
         }
-        if let Schedule::After(d) = self.schedule {
-            if d > Duration::from_secs(10 * 365 * 24 * 3600) {
-                return Err(Error::invalid("delay_ms", "must be at most 10 years"));
-            }
+        if let Schedule::After(d) = self.schedule
+            && d > Duration::from_secs(10 * 365 * 24 * 3600)
+        {
+            return Err(Error::invalid("delay_ms", "must be at most 10 years"));
         }
         Ok(PreparedTask { id: Uuid::now_v7(), task: self, payload_json: payload })
     }

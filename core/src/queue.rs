@@ -56,7 +56,9 @@ pub enum FailKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailOutcome {
     /// Will run again at this Redis time (ms).
-    Retrying { due_ms: i64 },
+    Retrying {
+        due_ms: i64,
+    },
     Dead,
     Cancelled,
     /// The fencing token was stale: another worker owns the task now. Nothing changed.
@@ -78,9 +80,13 @@ pub enum CancelOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryNowOutcome {
-    Queued { was: String },
+    Queued {
+        was: String,
+    },
     /// Already waiting or running.
-    Refused { status: String },
+    Refused {
+        status: String,
+    },
     NotFound,
 }
 
@@ -477,7 +483,10 @@ impl Engine {
 fn as_i64(v: Option<Value>, script: &'static str) -> Result<i64> {
     match v {
         Some(Value::Int(i)) => Ok(i),
-        Some(Value::BulkString(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or(Error::Protocol { script, detail: "expected an integer".into() }),
+        Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Error::Protocol { script, detail: "expected an integer".into() }),
         other => Err(Error::Protocol { script, detail: format!("expected an integer, got {other:?}") }),
     }
 }

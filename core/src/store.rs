@@ -59,10 +59,7 @@ impl Store {
     /// into a quick, retryable error, not a hung request.
     pub async fn connect(url: &str) -> Result<Self> {
         let opts: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(opts);
+        let pool = PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(opts);
         Ok(Store { pool })
     }
 
@@ -85,7 +82,11 @@ impl Store {
         if !keyed.is_empty() {
             // One row per (queue, key): within a batch the first task with a key wins.
             let mut seen = std::collections::HashSet::new();
-            let first: Vec<usize> = keyed.iter().copied().filter(|&i| seen.insert((tasks[i].task.queue.as_str(), tasks[i].task.idempotency_key.as_deref()))).collect();
+            let first: Vec<usize> = keyed
+                .iter()
+                .copied()
+                .filter(|&i| seen.insert((tasks[i].task.queue.as_str(), tasks[i].task.idempotency_key.as_deref())))
+                .collect();
             let queues: Vec<&str> = first.iter().map(|&i| tasks[i].task.queue.as_str()).collect();
             let keys: Vec<&str> = first.iter().map(|&i| tasks[i].task.idempotency_key.as_deref().unwrap_or_default()).collect();
             let ids: Vec<Uuid> = first.iter().map(|&i| tasks[i].id).collect();
@@ -103,14 +104,18 @@ impl Store {
             .bind(expires)
             .execute(&mut *tx)
             .await?;
-            let rows = sqlx::query("SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))")
-                .bind(&queues)
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(&queues)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
             for &i in &keyed {
                 let t = &tasks[i].task;
-                if let Some(r) = rows.iter().find(|r| r.get::<&str, _>(0) == t.queue && Some(r.get::<&str, _>(1)) == t.idempotency_key.as_deref()) {
+                if let Some(r) =
+                    rows.iter().find(|r| r.get::<&str, _>(0) == t.queue && Some(r.get::<&str, _>(1)) == t.idempotency_key.as_deref())
+                {
                     let holder: Uuid = r.get(2);
                     out[i] = (holder, holder == tasks[i].id);
                 }
@@ -178,7 +183,10 @@ impl Store {
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| task_from_row(&r)))
     }
 

@@ -10,7 +10,7 @@
 //! - [`PrivatePostgres`] — a throwaway Postgres server on its own port, for outage tests.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,9 @@ impl TestEnv {
         let admin_url = format!("{}/postgres", &self.database_url[..self.database_url.rfind('/').unwrap()]);
         self.store.pool().close().await;
         if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))).execute(&mut admin).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)))
+                .execute(&mut admin)
+                .await;
         }
         let mut conn = self.engine.connection();
         let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.namespace)).query_async(&mut conn).await.unwrap_or_default();
@@ -82,9 +84,9 @@ impl TestEnv {
         }
     }
 
-    /// An SQS dead-letter queue of this test's own.
+    /// An SQS dead-letter queue of this test's own, on the emulator.
     pub async fn dlq(&self) -> Dlq {
-        Dlq::connect(&format!("chronos-dlq-{}", self.namespace)).await.expect("SQS emulator at AWS_ENDPOINT_URL (scripts/test starts it)")
+        Dlq::with_client(sqs_client().await, &self.dlq_name()).await.expect("SQS emulator at AWS_ENDPOINT_URL (scripts/test starts it)")
     }
 
     pub fn dlq_name(&self) -> String {
@@ -102,8 +104,28 @@ impl TestEnv {
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("CHRONOS_NAMESPACE".into(), self.namespace.clone()),
             ("CHRONOS_DLQ_QUEUE".into(), self.dlq_name()),
+            ("AWS_ENDPOINT_URL".into(), aws_endpoint()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
         ]
     }
+}
+
+/// The emulator's endpoint: `AWS_ENDPOINT_URL`, else the local default. Tests never talk to AWS.
+pub fn aws_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// An SQS client for the emulator with dummy credentials, whatever the shell exports.
+pub async fn sqs_client() -> aws_sdk_sqs::Client {
+    let conf = chronos_core::dlq::aws_config().await;
+    let sqs = aws_sdk_sqs::config::Builder::from(&conf)
+        .endpoint_url(aws_endpoint())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "chronos-tests"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(sqs)
 }
 
 /// Poll `cond` every 20 ms until it holds or `timeout` passes; panics with `what` on timeout.
@@ -149,6 +171,7 @@ pub fn spawn_worker_process(env: &TestEnv, extra: &[(&str, &str)]) -> tokio::pro
 /// A worker running inside the test process.
 pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
+    pub stats: std::sync::Arc<chronos_workers::WorkerStats>,
     pub handle: JoinHandle<chronos_core::Result<()>>,
 }
 
@@ -176,10 +199,11 @@ pub fn start_worker(env: &TestEnv, registry: Registry, cfg: WorkerConfig, dlq: O
     if let Some(d) = dlq {
         w = w.with_dlq(d);
     }
+    let stats = w.stats();
     let handle = tokio::spawn(w.run(async move {
         let _ = rx.await;
     }));
-    RunningWorker { stop: Some(tx), handle }
+    RunningWorker { stop: Some(tx), stats, handle }
 }
 
 pub fn diag_registry() -> Registry {
@@ -207,7 +231,11 @@ pub struct PrivatePostgres {
 
 fn pg_bin_dir() -> PathBuf {
     let base = PathBuf::from("/usr/lib/postgresql");
-    let mut versions: Vec<_> = std::fs::read_dir(&base).expect("Postgres server binaries (apt install postgresql)").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut versions: Vec<_> = std::fs::read_dir(&base)
+        .expect("Postgres server binaries (apt install postgresql)")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     versions.sort();
     versions.pop().expect("a Postgres version").join("bin")
 }
@@ -217,8 +245,9 @@ fn free_port() -> u16 {
 }
 
 /// Run a Postgres tool; as root it must run as the `postgres` user.
-fn pg_tool(bin: &PathBuf, tool: &str, args: &[&str]) -> std::process::Output {
-    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+fn pg_tool(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
+    let is_root =
+        std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
     let path = bin.join(tool);
     let mut cmd = if is_root {
         let mut c = std::process::Command::new("runuser");
@@ -252,7 +281,11 @@ impl PrivatePostgres {
         let data = self.dir.join("data");
         let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
         let log = self.dir.join("pg.log");
-        let out = pg_tool(&self.bin, "pg_ctl", &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "30", "start"]);
+        let out = pg_tool(
+            &self.bin,
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "30", "start"],
+        );
         assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 

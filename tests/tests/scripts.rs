@@ -64,7 +64,13 @@ impl Fixture {
         let k = self.engine().keys(Q);
         let mut conn = self.engine().connection();
         let mut s = State::default();
-        for (key, into) in [(&k.ready, &mut s.ready), (&k.delayed, &mut s.delayed), (&k.active, &mut s.active), (&k.dead, &mut s.dead), (&k.dlq, &mut s.dlq)] {
+        for (key, into) in [
+            (&k.ready, &mut s.ready),
+            (&k.delayed, &mut s.delayed),
+            (&k.active, &mut s.active),
+            (&k.dead, &mut s.dead),
+            (&k.dlq, &mut s.dlq),
+        ] {
             let ids: Vec<String> = redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
             *into = ids.iter().map(|i| self.label(i)).collect();
         }
@@ -94,7 +100,12 @@ async fn enqueue_puts_due_tasks_in_ready_and_future_ones_in_delayed() {
     f.add("past", task().run_at(chrono::Utc::now() - chrono::Duration::seconds(5))).await;
     assert_eq!(
         f.state().await,
-        State { ready: vec!["now", "past"], delayed: vec!["later"], tasks: st(&[("now", "queued", 0), ("later", "scheduled", 0), ("past", "queued", 0)]), ..Default::default() }
+        State {
+            ready: vec!["now", "past"],
+            delayed: vec!["later"],
+            tasks: st(&[("now", "queued", 0), ("later", "scheduled", 0), ("past", "queued", 0)]),
+            ..Default::default()
+        }
     );
     f.env.cleanup().await;
 }
@@ -123,7 +134,12 @@ async fn claim_leases_ready_tasks_and_promotes_due_delayed_ones() {
     assert_ne!(got[0].1, got[1].1, "each lease gets its own fencing token");
     assert_eq!(
         f.state().await,
-        State { active: vec!["a", "soon"], delayed: vec!["far"], tasks: st(&[("a", "running", 1), ("soon", "running", 1), ("far", "scheduled", 0)]), ..Default::default() }
+        State {
+            active: vec!["a", "soon"],
+            delayed: vec!["far"],
+            tasks: st(&[("a", "running", 1), ("soon", "running", 1), ("far", "scheduled", 0)]),
+            ..Default::default()
+        }
     );
     f.env.cleanup().await;
 }
@@ -195,7 +211,10 @@ async fn heartbeat_extends_current_leases_reports_cancellation_and_refuses_stale
     let states = f.engine().heartbeat(Q, LEASE, &[got[0], got[1], (got[0].0, got[0].1 + 99)]).await.unwrap();
     assert_eq!(states, vec![LeaseState::Extended, LeaseState::CancelRequested, LeaseState::Lost]);
     // the cancelled running task finishes as cancelled and leaves the queue
-    assert_eq!(f.engine().fail(Q, got[1].0, got[1].1, "w1", FailKind::Cancelled, "cancelled", "", None).await.unwrap(), FailOutcome::Cancelled);
+    assert_eq!(
+        f.engine().fail(Q, got[1].0, got[1].1, "w1", FailKind::Cancelled, "cancelled", "", None).await.unwrap(),
+        FailOutcome::Cancelled
+    );
     assert_eq!(f.state().await, State { active: vec!["a"], tasks: st(&[("a", "running", 1)]), ..Default::default() });
     f.env.cleanup().await;
 }
@@ -227,11 +246,28 @@ async fn retry_now_moves_retrying_and_dead_tasks_to_ready_and_refuses_waiting_on
     for (id, tok) in f.claim(2).await {
         f.engine().fail(Q, id, tok, "w1", FailKind::Retryable, "x", "", Some(Duration::from_secs(60))).await.unwrap();
     }
-    assert_eq!(f.state().await, State { ready: vec!["w"], delayed: vec!["r"], dead: vec!["d"], dlq: vec!["d"], tasks: st(&[("r", "retrying", 1), ("d", "dead", 1), ("w", "queued", 0)]) , ..Default::default() });
+    assert_eq!(
+        f.state().await,
+        State {
+            ready: vec!["w"],
+            delayed: vec!["r"],
+            dead: vec!["d"],
+            dlq: vec!["d"],
+            tasks: st(&[("r", "retrying", 1), ("d", "dead", 1), ("w", "queued", 0)]),
+            ..Default::default()
+        }
+    );
     assert_eq!(f.engine().retry_now(Q, f.id("r"), "op").await.unwrap(), RetryNowOutcome::Queued { was: "retrying".into() });
     assert_eq!(f.engine().retry_now(Q, f.id("d"), "op").await.unwrap(), RetryNowOutcome::Queued { was: "dead".into() });
     assert_eq!(f.engine().retry_now(Q, f.id("w"), "op").await.unwrap(), RetryNowOutcome::Refused { status: "queued".into() });
-    assert_eq!(f.state().await, State { ready: vec!["r", "d", "w"], tasks: st(&[("r", "queued", 1), ("d", "queued", 1), ("w", "queued", 0)]), ..Default::default() });
+    assert_eq!(
+        f.state().await,
+        State {
+            ready: vec!["r", "d", "w"],
+            tasks: st(&[("r", "queued", 1), ("d", "queued", 1), ("w", "queued", 0)]),
+            ..Default::default()
+        }
+    );
     // the dead task got a fresh budget: it may fail once more before dying again
     let fields = f.engine().task_fields(Q, f.id("d")).await.unwrap();
     assert_eq!(fields["ma"], "2");
@@ -247,7 +283,16 @@ async fn reap_requeues_expired_leases_and_fences_out_the_old_holder() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     let (n, _) = f.engine().reap(Q, 100).await.unwrap();
     assert_eq!(n, 2);
-    assert_eq!(f.state().await, State { ready: vec!["a"], dead: vec!["last"], dlq: vec!["last"], tasks: st(&[("a", "queued", 1), ("last", "dead", 1)]), ..Default::default() });
+    assert_eq!(
+        f.state().await,
+        State {
+            ready: vec!["a"],
+            dead: vec!["last"],
+            dlq: vec!["last"],
+            tasks: st(&[("a", "queued", 1), ("last", "dead", 1)]),
+            ..Default::default()
+        }
+    );
     let stale: Vec<(Uuid, u64)> = got.iter().map(|t| (t.id, t.token)).collect();
     assert_eq!(f.engine().ack(Q, "w1", &stale).await.unwrap(), vec![false, false]);
     assert_eq!(f.engine().heartbeat(Q, LEASE, &stale).await.unwrap(), vec![LeaseState::Lost, LeaseState::Lost]);
@@ -284,7 +329,8 @@ async fn a_paused_queue_is_not_claimed_from() {
 #[tokio::test]
 async fn a_critical_task_is_claimed_before_a_thousand_low_ones_and_fifo_holds_within_a_priority() {
     let f = Fixture::new().await;
-    let low: Vec<PreparedTask> = (0..1000).map(|_| task().queue(Q).priority(chronos_core::Priority::LOW).prepare(1 << 20).unwrap()).collect();
+    let low: Vec<PreparedTask> =
+        (0..1000).map(|_| task().queue(Q).priority(chronos_core::Priority::LOW).prepare(1 << 20).unwrap()).collect();
     f.engine().enqueue(&low, Duration::from_secs(60)).await.unwrap();
     let critical = task().queue(Q).priority(chronos_core::Priority::CRITICAL).prepare(1 << 20).unwrap();
     f.engine().enqueue(&[critical.clone()], Duration::from_secs(60)).await.unwrap();

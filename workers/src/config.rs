@@ -37,30 +37,38 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let queues: Vec<String> = var("CHRONOS_QUEUES").unwrap_or_else(|| "default".into()).split(',').map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()).collect();
+        let queues: Vec<String> = var("CHRONOS_QUEUES")
+            .unwrap_or_else(|| "default".into())
+            .split(',')
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty())
+            .collect();
         if queues.is_empty() {
             return Err(ConfigError { var: "CHRONOS_QUEUES", message: "names no queue".into() });
         }
         for q in &queues {
             validate_queue_name(q).map_err(|e| ConfigError { var: "CHRONOS_QUEUES", message: e.to_string() })?;
         }
-        let concurrency = parse_var("CHRONOS_CONCURRENCY", TASKS_PER_CORE * cores, "a number between 1 and 10000", |v| v.parse().ok().filter(|n| (1..=10_000).contains(n)))?;
+        let concurrency = parse_var("CHRONOS_CONCURRENCY", TASKS_PER_CORE * cores, "a number between 1 and 10000", |v| {
+            v.parse().ok().filter(|n| (1..=10_000).contains(n))
+        })?;
         let lease = parse_var("CHRONOS_LEASE_MS", DEFAULT_LEASE, "a number of milliseconds between 500 and 3600000", |v| {
             v.parse::<u64>().ok().filter(|n| (500..=3_600_000).contains(n)).map(Duration::from_millis)
         })?;
-        let shutdown_grace = parse_var("CHRONOS_SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE, "a number of milliseconds up to 3600000", |v| {
-            v.parse::<u64>().ok().filter(|n| *n <= 3_600_000).map(Duration::from_millis)
-        })?;
+        let shutdown_grace =
+            parse_var("CHRONOS_SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE, "a number of milliseconds up to 3600000", |v| {
+                v.parse::<u64>().ok().filter(|n| *n <= 3_600_000).map(Duration::from_millis)
+            })?;
         let diagnostic_handlers = parse_var("CHRONOS_DIAGNOSTIC_HANDLERS", true, "0, 1, true or false", |v| match v {
             "1" | "true" => Some(true),
             "0" | "false" => Some(false),
             _ => None,
         })?;
         let smtp_url = var("CHRONOS_SMTP_URL");
-        if let Some(u) = &smtp_url {
-            if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
-                return Err(ConfigError { var: "CHRONOS_SMTP_URL", message: "must start with smtp:// or smtps://".into() });
-            }
+        if let Some(u) = &smtp_url
+            && !(u.starts_with("smtp://") || u.starts_with("smtps://"))
+        {
+            return Err(ConfigError { var: "CHRONOS_SMTP_URL", message: "must start with smtp:// or smtps://".into() });
         }
         let worker_id = var("CHRONOS_WORKER_ID").unwrap_or_else(default_worker_id);
         Ok(WorkerConfig {

@@ -12,8 +12,14 @@ use tokio_util::sync::CancellationToken;
 /// `Permanent` skips the remaining attempts and dead-letters the task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandlerError {
-    Retryable { message: String, detail: String },
-    Permanent { message: String, detail: String },
+    Retryable {
+        message: String,
+        detail: String,
+    },
+    Permanent {
+        message: String,
+        detail: String,
+    },
     /// The handler stopped because the task was cancelled (see [`TaskContext::cancelled`]).
     Cancelled,
 }

@@ -19,7 +19,7 @@ pub mod runtime;
 pub use config::WorkerConfig;
 pub use handler::{Handler, HandlerError, Task, TaskContext};
 pub use registry::{DuplicateKind, Registry};
-pub use runtime::Worker;
+pub use runtime::{Worker, WorkerStats};
 
 /// The registry a stock worker runs: diagnostic handlers (unless turned off), `http`, and
 /// `email` when an SMTP server is configured.

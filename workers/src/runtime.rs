@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +43,24 @@ struct Inflight {
     abort: Option<AbortHandle>,
 }
 
+/// Counters of one worker process (for metrics and for tests that check behaviour such as
+/// "an idle worker does not poll").
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Claim script calls.
+    pub claim_calls: AtomicU64,
+    /// Tasks received from claims.
+    pub claimed: AtomicU64,
+    /// Attempts that completed successfully.
+    pub completed: AtomicU64,
+    /// Attempts that failed (retry, dead or cancelled).
+    pub failed: AtomicU64,
+    /// Ack script calls (each carries a batch).
+    pub ack_calls: AtomicU64,
+}
+
 struct Shared {
+    stats: Arc<WorkerStats>,
     engine: Engine,
     registry: Registry,
     cfg: WorkerConfig,
@@ -60,11 +77,16 @@ pub struct Worker {
     cfg: WorkerConfig,
     store: Option<Store>,
     dlq: Option<Dlq>,
+    stats: Arc<WorkerStats>,
 }
 
 impl Worker {
     pub fn new(engine: Engine, registry: Registry, cfg: WorkerConfig) -> Self {
-        Worker { engine, registry, cfg, store: None, dlq: None }
+        Worker { engine, registry, cfg, store: None, dlq: None, stats: Arc::default() }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
     }
 
     /// Also drain the audit outbox into Postgres from this process.
@@ -80,12 +102,20 @@ impl Worker {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
-        let Worker { engine, registry, cfg, store, dlq } = self;
+        let Worker { engine, registry, cfg, store, dlq, stats } = self;
         for q in &cfg.queues {
             engine.register_queue(q).await?;
         }
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { engine: engine.clone(), registry, cfg, inflight: Mutex::new(HashMap::new()), slot_freed: Notify::new(), acks: ack_tx });
+        let shared = Arc::new(Shared {
+            stats,
+            engine: engine.clone(),
+            registry,
+            cfg,
+            inflight: Mutex::new(HashMap::new()),
+            slot_freed: Notify::new(),
+            acks: ack_tx,
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let acker = tokio::spawn(run_acker(shared.clone(), ack_rx));
@@ -177,8 +207,10 @@ async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutdown: impl F
                 break;
             }
             let want = free.min(MAX_CLAIM_BATCH);
+            shared.stats.claim_calls.fetch_add(1, Ordering::Relaxed);
             match engine.claim(queue, &shared.cfg.worker_id, want, shared.cfg.lease).await {
                 Ok(batch) => {
+                    shared.stats.claimed.fetch_add(batch.tasks.len() as u64, Ordering::Relaxed);
                     if let Some(due) = batch.next_due_ms {
                         let wait = Duration::from_millis((due - batch.now_ms).max(0) as u64);
                         let at = Instant::now() + wait;
@@ -274,7 +306,13 @@ fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) 
     let cancel_requested = Arc::new(AtomicBool::new(false));
     shared.inflight.lock().unwrap().insert(
         task.id,
-        Inflight { queue: task.queue.clone(), token: task.token, cancel: cancel.clone(), cancel_requested: cancel_requested.clone(), abort: None },
+        Inflight {
+            queue: task.queue.clone(),
+            token: task.token,
+            cancel: cancel.clone(),
+            cancel_requested: cancel_requested.clone(),
+            abort: None,
+        },
     );
     let s = shared.clone();
     tokio::spawn(async move {
@@ -288,7 +326,12 @@ fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) 
 }
 
 /// Run one attempt under its timeout; a panic or timeout becomes a retryable error.
-async fn run_attempt(shared: &Arc<Shared>, task: &ClaimedTask, cancel: CancellationToken, cancel_requested: Arc<AtomicBool>) -> Result<(), HandlerError> {
+async fn run_attempt(
+    shared: &Arc<Shared>,
+    task: &ClaimedTask,
+    cancel: CancellationToken,
+    cancel_requested: Arc<AtomicBool>,
+) -> Result<(), HandlerError> {
     let Some(handler) = shared.registry.get(&task.name) else {
         // Retryable: during a rolling deploy another worker may have the handler.
         return Err(HandlerError::retryable_msg(format!("no handler for task kind {:?} on worker {}", task.name, shared.cfg.worker_id)));
@@ -322,8 +365,15 @@ async fn run_attempt(shared: &Arc<Shared>, task: &ClaimedTask, cancel: Cancellat
         Ok(r) => r,
         Err(e) if e.is_panic() => {
             let p = e.into_panic();
-            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "non-string panic".into());
-            Err(HandlerError::Retryable { message: format!("handler panicked: {msg}"), detail: format!("panic in handler {:?}: {msg}", task.name) })
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            Err(HandlerError::Retryable {
+                message: format!("handler panicked: {msg}"),
+                detail: format!("panic in handler {:?}: {msg}", task.name),
+            })
         }
         Err(_) => Err(HandlerError::retryable_msg("handler aborted")),
     }
@@ -333,6 +383,7 @@ async fn finish(shared: &Arc<Shared>, task: &ClaimedTask, result: Result<(), Han
     let worker = &shared.cfg.worker_id;
     let (kind, message, detail) = match result {
         Ok(()) => {
+            shared.stats.completed.fetch_add(1, Ordering::Relaxed);
             let _ = shared.acks.send((task.queue.clone(), task.id, task.token));
             return;
         }
@@ -341,6 +392,7 @@ async fn finish(shared: &Arc<Shared>, task: &ClaimedTask, result: Result<(), Han
         Err(HandlerError::Retryable { message, detail }) => (FailKind::Retryable, message, detail),
         Err(HandlerError::Permanent { message, detail }) => (FailKind::Permanent, message, detail),
     };
+    shared.stats.failed.fetch_add(1, Ordering::Relaxed);
     let retry_in = match kind {
         FailKind::Retryable => shared
             .registry
@@ -373,6 +425,7 @@ async fn finish(shared: &Arc<Shared>, task: &ClaimedTask, result: Result<(), Han
 async fn run_acker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(String, TaskId, u64)>) {
     let worker = shared.cfg.worker_id.clone();
     let engine = shared.engine.clone();
+    let stats = shared.stats.clone();
     drop(shared); // the channel closes when the last runner is gone, not kept open by us
     let mut buf = Vec::with_capacity(256);
     while rx.recv_many(&mut buf, 256).await > 0 {
@@ -383,6 +436,7 @@ async fn run_acker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(String,
         for (queue, leases) in by_queue {
             let mut backoff = Duration::from_millis(50);
             for _ in 0..8 {
+                stats.ack_calls.fetch_add(1, Ordering::Relaxed);
                 match engine.ack(queue, &worker, &leases).await {
                     Ok(r) => {
                         let refused = r.iter().filter(|x| !**x).count();
