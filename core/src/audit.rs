@@ -20,7 +20,9 @@ use crate::store::Store;
 
 const GROUP: &str = "audit";
 /// Entries another writer took but never acked (it died) are taken over after this long.
-const ORPHAN_IDLE: Duration = Duration::from_secs(30);
+/// A live writer re-reads its own pending entries (which resets their idle time), so only a
+/// dead writer's entries ever get this old.
+const ORPHAN_IDLE: Duration = Duration::from_secs(10);
 
 pub struct AuditWriter {
     engine: Engine,
@@ -425,10 +427,9 @@ impl AuditWriter {
                 }
             }
             let c = conn.as_mut().expect("connected above");
-            let r = tokio::select! {
-                r = self.drain_once(c, Duration::from_millis(500)) => r,
-                _ = stop.changed() => break,
-            };
+            // Not cancelled by `stop`: an interrupted batch would stay pending until another
+            // writer adopts it. The blocking read bounds how long this takes.
+            let r = self.drain_once(c, Duration::from_millis(250)).await;
             match r {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
@@ -438,6 +439,15 @@ impl AuditWriter {
                     }
                     tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = stop.changed() => {} }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Flush what is left (e.g. the last acks of a draining worker).
+        if let Some(c) = conn.as_mut() {
+            for _ in 0..20 {
+                match self.drain_once(c, Duration::from_millis(1)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
         }

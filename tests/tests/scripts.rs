@@ -49,7 +49,7 @@ impl Fixture {
 
     async fn add(&mut self, label: &'static str, t: NewTask) -> (Uuid, bool) {
         let p: PreparedTask = t.queue(Q).prepare(1 << 20).unwrap();
-        let r = self.engine().enqueue(&[p.clone()], Duration::from_secs(60)).await.unwrap()[0];
+        let r = self.engine().enqueue(std::slice::from_ref(&p), Duration::from_secs(60)).await.unwrap()[0];
         if r.1 {
             self.labels.push((label, p.id));
         }
@@ -333,7 +333,7 @@ async fn a_critical_task_is_claimed_before_a_thousand_low_ones_and_fifo_holds_wi
         (0..1000).map(|_| task().queue(Q).priority(chronos_core::Priority::LOW).prepare(1 << 20).unwrap()).collect();
     f.engine().enqueue(&low, Duration::from_secs(60)).await.unwrap();
     let critical = task().queue(Q).priority(chronos_core::Priority::CRITICAL).prepare(1 << 20).unwrap();
-    f.engine().enqueue(&[critical.clone()], Duration::from_secs(60)).await.unwrap();
+    f.engine().enqueue(std::slice::from_ref(&critical), Duration::from_secs(60)).await.unwrap();
     let first = f.engine().claim(Q, "w1", 1, LEASE).await.unwrap().tasks;
     assert_eq!(first[0].id, critical.id);
     let next: Vec<Uuid> = f.engine().claim(Q, "w1", 5, LEASE).await.unwrap().tasks.iter().map(|t| t.id).collect();

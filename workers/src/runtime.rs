@@ -116,11 +116,15 @@ impl Worker {
             slot_freed: Notify::new(),
             acks: ack_tx,
         });
+        // Two stop signals: the task machinery stops first, then the audit writer and DLQ
+        // forwarder, so they flush the last transitions (acks, hand-backs) before exiting.
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_bg_tx, stop_bg_rx) = watch::channel(false);
 
         let acker = tokio::spawn(run_acker(shared.clone(), ack_rx));
         let heart = tokio::spawn(run_heartbeat(shared.clone(), stop_rx.clone()));
         let reaper = tokio::spawn(run_reaper(shared.clone(), stop_rx.clone()));
+        let stop_rx = stop_bg_rx;
         let mut background: Vec<JoinHandle<()>> = Vec::new();
         let dead_seen = Arc::new(Notify::new());
         if let Some(store) = store {
@@ -158,6 +162,7 @@ impl Worker {
         let _ = heart.await;
         let _ = reaper.await;
         let _ = acker.await; // ends once every sender (runners) is gone
+        let _ = stop_bg_tx.send(true);
         for b in background {
             let _ = b.await;
         }
