@@ -119,13 +119,7 @@ pub fn aws_endpoint() -> String {
 
 /// An SQS client for the emulator with dummy credentials, whatever the shell exports.
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
-    let conf = chronos_core::dlq::aws_config().await;
-    let sqs = aws_sdk_sqs::config::Builder::from(&conf)
-        .endpoint_url(aws_endpoint())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "chronos-tests"))
-        .build();
-    aws_sdk_sqs::Client::from_conf(sqs)
+    sqs_client_at(&aws_endpoint()).await
 }
 
 /// Poll `cond` every 20 ms until it holds or `timeout` passes; panics with `what` on timeout.
@@ -302,4 +296,74 @@ impl Drop for PrivatePostgres {
         let _ = pg_tool(&self.bin, "pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A TCP proxy the test controls, to cut a client off from a shared service (the AWS emulator)
+/// without stopping it for everyone else.
+pub struct TcpProxy {
+    pub port: u16,
+    enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let enabled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (gen_tx, _) = tokio::sync::watch::channel(0u64);
+        let generation = std::sync::Arc::new(gen_tx);
+        let (en, gen_) = (enabled.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !en.load(Ordering::SeqCst) {
+                    drop(inbound); // refused: connection closed at once
+                    continue;
+                }
+                let mut cut = gen_.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { port, enabled, generation, task }
+    }
+
+    /// Cut every open connection and refuse new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.enabled.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.enabled.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An SQS client for the emulator reached through `endpoint` (e.g. a [`TcpProxy`]).
+pub async fn sqs_client_at(endpoint: &str) -> aws_sdk_sqs::Client {
+    let conf = chronos_core::dlq::aws_config().await;
+    let sqs = aws_sdk_sqs::config::Builder::from(&conf)
+        .endpoint_url(endpoint)
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "chronos-tests"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(sqs)
 }

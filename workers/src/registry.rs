@@ -40,3 +40,19 @@ impl Registry {
         k
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::{Noop, Sleep};
+
+    #[test]
+    fn a_second_handler_for_the_same_kind_is_refused() {
+        let mut r = Registry::new();
+        r.register(Noop).unwrap();
+        r.register(Sleep).unwrap();
+        let err = r.register(Noop).err().expect("duplicate refused");
+        assert_eq!(err.0, "noop");
+        assert_eq!(r.kinds(), vec!["noop", "sleep"]);
+    }
+}
