@@ -8,6 +8,8 @@ pub struct QueueKeys {
     pub prefix: String,
     pub ready: String,
     pub delayed: String,
+    /// Tasks waiting for their next attempt (score = due time).
+    pub retry: String,
     pub active: String,
     pub dead: String,
     /// Dead tasks whose SQS message is not sent yet.
@@ -28,6 +30,7 @@ impl QueueKeys {
         QueueKeys {
             ready: k("ready"),
             delayed: k("delayed"),
+            retry: k("retry"),
             active: k("active"),
             dead: k("dead"),
             dlq: k("dlq"),
@@ -61,7 +64,7 @@ mod tests {
     #[test]
     fn every_queue_key_carries_the_queue_hash_tag() {
         let k = QueueKeys::new("chronos", "emails");
-        for key in [&k.ready, &k.delayed, &k.active, &k.dead, &k.dlq, &k.outbox, &k.wake, &k.seq, &k.token, &k.paused] {
+        for key in [&k.ready, &k.delayed, &k.retry, &k.active, &k.dead, &k.dlq, &k.outbox, &k.wake, &k.seq, &k.token, &k.paused] {
             assert!(key.starts_with("chronos:{emails}:"), "{key}");
         }
         assert_eq!(k.task("abc"), "chronos:{emails}:t:abc");

@@ -102,7 +102,10 @@ pub enum LeaseState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueCounts {
     pub waiting: u64,
+    /// Scheduled for a first run later.
     pub delayed: u64,
+    /// Waiting for a retry.
+    pub retrying: u64,
     pub running: u64,
     pub dead: u64,
     pub outbox: u64,
@@ -223,6 +226,7 @@ impl Engine {
             .key(&k.outbox)
             .key(&k.wake)
             .key(&k.paused)
+            .key(&k.retry)
             .arg(&k.prefix)
             .arg(worker)
             .arg(max)
@@ -299,11 +303,12 @@ impl Engine {
         let mut conn = self.conn.clone();
         let (what, at): (String, i64) = FAIL
             .key(&k.active)
-            .key(&k.delayed)
+            .key(&k.retry)
             .key(&k.dead)
             .key(&k.dlq)
             .key(&k.outbox)
             .key(&k.wake)
+            .key(&k.delayed)
             .arg(&k.prefix)
             .arg(id.to_string())
             .arg(token)
@@ -355,6 +360,7 @@ impl Engine {
             .key(&k.dead)
             .key(&k.dlq)
             .key(&k.outbox)
+            .key(&k.retry)
             .arg(&k.prefix)
             .arg(id.to_string())
             .arg(actor)
@@ -380,6 +386,7 @@ impl Engine {
             .key(&k.seq)
             .key(&k.outbox)
             .key(&k.wake)
+            .key(&k.retry)
             .arg(&k.prefix)
             .arg(id.to_string())
             .arg(actor)
@@ -448,9 +455,10 @@ impl Engine {
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
-        let (waiting, delayed, running, dead, outbox, dlq, paused): (u64, u64, u64, u64, u64, u64, bool) = redis::pipe()
+        let (waiting, delayed, retrying, running, dead, outbox, dlq, paused): (u64, u64, u64, u64, u64, u64, u64, bool) = redis::pipe()
             .zcard(&k.ready)
             .zcard(&k.delayed)
+            .zcard(&k.retry)
             .zcard(&k.active)
             .zcard(&k.dead)
             .xlen(&k.outbox)
@@ -458,7 +466,7 @@ impl Engine {
             .exists(&k.paused)
             .query_async(&mut conn)
             .await?;
-        Ok(QueueCounts { waiting, delayed, running, dead, outbox, dlq_pending: dlq, paused })
+        Ok(QueueCounts { waiting, delayed, retrying, running, dead, outbox, dlq_pending: dlq, paused })
     }
 
     /// The raw task hash (field names as in the scripts); empty when the task is not live.

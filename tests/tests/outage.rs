@@ -29,7 +29,7 @@ async fn with_postgres_down_processing_continues_and_every_transition_arrives_af
     // Postgres is down: the queue drains anyway.
     wait_until(Duration::from_secs(60), "queue drained with Postgres down", || async {
         let c = env.engine.counts("default").await.unwrap();
-        c.waiting == 0 && c.delayed == 0 && c.running == 0
+        c.waiting == 0 && c.delayed == 0 && c.retrying == 0 && c.running == 0
     })
     .await;
     let outbox = env.engine.counts("default").await.unwrap().outbox;

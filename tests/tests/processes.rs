@@ -56,7 +56,7 @@ async fn workers_killed_with_sigkill_mid_task_lose_none_of_two_thousand_tasks() 
         "one completed attempt per task"
     );
     let c = env.engine.counts("default").await.unwrap();
-    assert_eq!((c.waiting, c.delayed, c.running, c.dead), (0, 0, 0, 0), "queue drained: {c:?}");
+    assert_eq!((c.waiting, c.delayed, c.retrying, c.running, c.dead), (0, 0, 0, 0, 0), "queue drained: {c:?}");
     for w in &mut workers {
         w.start_kill().unwrap();
     }

@@ -18,6 +18,7 @@ const LEASE: Duration = Duration::from_secs(30);
 struct State {
     ready: Vec<&'static str>,
     delayed: Vec<&'static str>,
+    retry: Vec<&'static str>,
     active: Vec<&'static str>,
     dead: Vec<&'static str>,
     dlq: Vec<&'static str>,
@@ -67,6 +68,7 @@ impl Fixture {
         for (key, into) in [
             (&k.ready, &mut s.ready),
             (&k.delayed, &mut s.delayed),
+            (&k.retry, &mut s.retry),
             (&k.active, &mut s.active),
             (&k.dead, &mut s.dead),
             (&k.dlq, &mut s.dlq),
@@ -164,7 +166,7 @@ async fn fail_retries_with_backoff_then_dead_letters_when_attempts_run_out() {
     let (id, tok) = f.claim(1).await[0];
     let out = f.engine().fail(Q, id, tok, "w1", FailKind::Retryable, "boom", "trace", None).await.unwrap();
     assert!(matches!(out, FailOutcome::Retrying { .. }));
-    assert_eq!(f.state().await, State { delayed: vec!["a"], tasks: st(&[("a", "retrying", 1)]), ..Default::default() });
+    assert_eq!(f.state().await, State { retry: vec!["a"], tasks: st(&[("a", "retrying", 1)]), ..Default::default() });
 
     // a stale token cannot fail it again
     assert_eq!(f.engine().fail(Q, id, tok, "w1", FailKind::Retryable, "x", "", None).await.unwrap(), FailOutcome::Stale);
@@ -250,7 +252,7 @@ async fn retry_now_moves_retrying_and_dead_tasks_to_ready_and_refuses_waiting_on
         f.state().await,
         State {
             ready: vec!["w"],
-            delayed: vec!["r"],
+            retry: vec!["r"],
             dead: vec!["d"],
             dlq: vec!["d"],
             tasks: st(&[("r", "retrying", 1), ("d", "dead", 1), ("w", "queued", 0)]),

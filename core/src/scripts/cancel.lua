@@ -1,11 +1,11 @@
 -- cancel: a waiting, scheduled, retrying or dead task is removed at once; a running one is
 -- flagged, and the flag reaches its handler through the next heartbeat.
 --
--- KEYS[1] ready  KEYS[2] delayed  KEYS[3] dead  KEYS[4] dlq  KEYS[5] outbox
+-- KEYS[1] ready  KEYS[2] delayed  KEYS[3] dead  KEYS[4] dlq  KEYS[5] outbox  KEYS[6] retry
 -- ARGV[1] key prefix  ARGV[2] id  ARGV[3] actor (who asked; audited)
 -- Returns: {result, status before}; result is "cancelled", "cancelling" (running: flagged),
 --          "not_found" (not in Redis: finished or unknown) or "refused" (already being cancelled)
-local ready, delayed, dead, dlq, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ready, delayed, dead, dlq, outbox, retry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
 local tkey = prefix .. 't:' .. id
 local t = redis.call('TIME')
@@ -21,8 +21,10 @@ if st == 'running' then
 end
 if st == 'queued' then
   redis.call('ZREM', ready, id)
-elseif st == 'scheduled' or st == 'retrying' then
+elseif st == 'scheduled' then
   redis.call('ZREM', delayed, id)
+elseif st == 'retrying' then
+  redis.call('ZREM', retry, id)
 elseif st == 'dead' then
   redis.call('ZREM', dead, id)
   redis.call('ZREM', dlq, id)

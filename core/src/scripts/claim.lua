@@ -1,29 +1,32 @@
--- claim: promote due delayed tasks, then lease up to N ready tasks to one worker.
+-- claim: promote due delayed and retrying tasks, then lease up to N ready tasks to one worker.
 --
 -- KEYS[1] ready  KEYS[2] delayed  KEYS[3] active (score = lease deadline, ms)  KEYS[4] seq
 -- KEYS[5] token (fencing-token counter)  KEYS[6] outbox (audit stream)  KEYS[7] wake  KEYS[8] paused
+-- KEYS[9] retry (tasks waiting for their next attempt; score = due time)
 -- ARGV[1] key prefix  ARGV[2] worker id  ARGV[3] max tasks  ARGV[4] lease (ms)  ARGV[5] promote limit
--- Returns: {now, next_due (-1 = no delayed task), count, then 9 fields per task:
+-- Returns: {now, next_due (-1 = nothing delayed or retrying), count, then 9 fields per task:
 --           id, token, attempt, max_attempts, name, payload, timeout_ms, backoff, idempotency key}
 -- Highest priority first, FIFO within a priority. One outbox entry for the whole batch.
 local ready, delayed, active, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local tokkey, outbox, wake, paused = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tokkey, outbox, wake, paused, retry = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local prefix, worker = ARGV[1], ARGV[2]
 local max, lease, plimit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local SHIFT = 70368744177664 -- 2^46
 
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, plimit)
-for _, id in ipairs(due) do
-  local tkey = prefix .. 't:' .. id
-  local pr = tonumber(redis.call('HGET', tkey, 'pr'))
-  if pr then
-    local seq = redis.call('INCR', seqkey)
-    redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
-    redis.call('HSET', tkey, 'st', 'queued')
+for _, set in ipairs({delayed, retry}) do
+  local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, plimit)
+  for _, id in ipairs(due) do
+    local tkey = prefix .. 't:' .. id
+    local pr = tonumber(redis.call('HGET', tkey, 'pr'))
+    if pr then
+      local seq = redis.call('INCR', seqkey)
+      redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
+      redis.call('HSET', tkey, 'st', 'queued')
+    end
+    redis.call('ZREM', set, id)
   end
-  redis.call('ZREM', delayed, id)
 end
 
 local out = {now, -1, 0}
@@ -62,6 +65,8 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
   end
 end
 out[3] = count
-local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if first[2] then out[2] = tonumber(first[2]) end
+for _, set in ipairs({delayed, retry}) do
+  local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+  if first[2] and (out[2] < 0 or tonumber(first[2]) < out[2]) then out[2] = tonumber(first[2]) end
+end
 return out

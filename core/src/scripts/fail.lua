@@ -2,14 +2,14 @@
 -- the state change: attempts left and not permanent => retrying (delayed by the backoff),
 -- otherwise dead (kept in Redis for inspection and queued for the SQS dead-letter queue).
 --
--- KEYS[1] active  KEYS[2] delayed  KEYS[3] dead (score = died at)  KEYS[4] dlq (pending SQS sends)
--- KEYS[5] outbox  KEYS[6] wake
+-- KEYS[1] active  KEYS[2] retry (score = next attempt's due time)  KEYS[3] dead (score = died at)
+-- KEYS[4] dlq (pending SQS sends)  KEYS[5] outbox  KEYS[6] wake  KEYS[7] delayed
 -- ARGV[1] key prefix  ARGV[2] id  ARGV[3] fencing token  ARGV[4] worker id
 -- ARGV[5] outcome: "error" | "permanent" | "cancelled"
 -- ARGV[6] error message  ARGV[7] error detail (chain / stack trace)
 -- ARGV[8] retry delay override in ms (-1 = use the task's backoff)  ARGV[9] random number in [0, 1)
 -- Returns: {"retrying", due_ms} | {"dead", now} | {"cancelled", now} | {"stale", 0}
-local active, delayed, dead, dlq, outbox, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local active, retry, dead, dlq, outbox, wake, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix, id, tok, worker, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local msg, detail = ARGV[6], ARGV[7]
 local override, rnd = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -57,8 +57,10 @@ end
 local due = now + delay
 redis.call('HSET', tkey, 'st', 'retrying', 'le', msg, 'ra', due)
 redis.call('HDEL', tkey, 'tok')
-redis.call('ZADD', delayed, due, id)
+redis.call('ZADD', retry, due, id)
 redis.call('XADD', outbox, '*', 'k', 'r', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail, 'ra', due)
-local first = redis.call('ZRANGE', delayed, 0, 0)
-if first[1] == id then redis.call('LPUSH', wake, '1') end
+-- A new earliest due time must reach a worker sleeping until a later one.
+local first = redis.call('ZRANGE', retry, 0, 0)
+local sched = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if first[1] == id and (not sched[2] or due < tonumber(sched[2])) then redis.call('LPUSH', wake, '1') end
 return {'retrying', due}

@@ -2,9 +2,10 @@
 -- attempt budget (its attempt numbers keep counting up, so history is never overwritten).
 --
 -- KEYS[1] ready  KEYS[2] delayed  KEYS[3] dead  KEYS[4] dlq  KEYS[5] seq  KEYS[6] outbox  KEYS[7] wake
+-- KEYS[8] retry
 -- ARGV[1] key prefix  ARGV[2] id  ARGV[3] actor (who asked; audited)
 -- Returns: {result, status before}; result is "queued", "not_found" or "refused" (queued or running)
-local ready, delayed, dead, dlq, seqkey, outbox, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local ready, delayed, dead, dlq, seqkey, outbox, wake, retry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
 local tkey = prefix .. 't:' .. id
 local t = redis.call('TIME')
@@ -12,8 +13,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local f = redis.call('HMGET', tkey, 'st', 'pr', 'a', 'mb')
 local st = f[1]
 if not st then return {'not_found', ''} end
-if st == 'scheduled' or st == 'retrying' then
+if st == 'scheduled' then
   redis.call('ZREM', delayed, id)
+elseif st == 'retrying' then
+  redis.call('ZREM', retry, id)
 elseif st == 'dead' then
   redis.call('ZREM', dead, id)
   redis.call('ZREM', dlq, id)
