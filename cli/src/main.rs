@@ -29,7 +29,9 @@ enum Cmd {
     Migrate,
     /// Run a worker: claims and runs tasks, drains the audit outbox, forwards dead letters.
     Worker,
-    /// Everything in one process for local development (migrates first).
+    /// Serve the REST API (the same router the Lambda function runs).
+    Api,
+    /// Everything in one process for local development (migrates first): API and worker.
     Dev,
     /// Submit a task.
     Enqueue(EnqueueArgs),
@@ -115,8 +117,22 @@ async fn run(cli: Cli) -> Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Cmd::Worker => run_worker(&core, false).await,
-        Cmd::Dev => run_worker(&core, true).await,
+        Cmd::Worker => run_worker(&core, false, shutdown_signal()).await,
+        Cmd::Api => run_api(&core, shutdown_signal()).await,
+        Cmd::Dev => {
+            Store::connect(core.database_url.expose()).await?.migrate().await.context("migrating DATABASE_URL")?;
+            // One signal stops both: the API stops accepting, the worker drains.
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let api_stop = wait_true(rx.clone());
+            let worker_stop = wait_true(rx);
+            let signal = tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            let (a, w) = tokio::join!(run_api(&core, api_stop), run_worker(&core, true, worker_stop));
+            signal.abort();
+            a.and(w)
+        }
         Cmd::Enqueue(a) => {
             let c = client(&core).await?;
             let task = enqueue_args(a)?;
@@ -193,12 +209,37 @@ fn enqueue_args(a: EnqueueArgs) -> Result<NewTask> {
     Ok(t)
 }
 
-async fn run_worker(core: &CoreConfig, dev: bool) -> Result<()> {
+async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn run_api(core: &CoreConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let cfg = chronos_api::config::ApiConfig::from_env()?;
+    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
+    let store = Store::connect(core.database_url.expose()).await?;
+    let dlq = match Dlq::connect(&core.dlq_queue).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "SQS unreachable; redrive will not remove dead-letter messages");
+            None
+        }
+    };
+    let chronos = Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention);
+    let app = chronos_api::app(chronos_api::AppState::new(chronos, cfg.admin_key, dlq), cfg.max_body_bytes);
+    let listener =
+        tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("CHRONOS_API_ADDR: cannot listen on {}", cfg.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let cfg = WorkerConfig::from_env()?;
     let store = Store::connect(core.database_url.expose()).await?;
-    if dev {
-        store.migrate().await.context("migrating DATABASE_URL")?;
-    }
     let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
     let registry = builtin_registry(&cfg).map_err(anyhow::Error::msg)?;
     // SQS being down must not stop task processing: the forwarder retries, nothing is lost.
@@ -222,7 +263,7 @@ async fn run_worker(core: &CoreConfig, dev: bool) -> Result<()> {
     if let Some(d) = dlq {
         worker = worker.with_dlq(d);
     }
-    worker.run(shutdown_signal()).await?;
+    worker.run(shutdown).await?;
     Ok(())
 }
 

@@ -10,9 +10,12 @@
 //! - [`audit`] — the outbox drain: Redis stream → Postgres in batches, acked after commit.
 //! - [`dlq`] — the SQS dead-letter queue and the forwarder that never drops a letter.
 //! - [`client`] — [`client::Chronos`], the producer API (Postgres first, then Redis).
+//! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
+//!   that decides what a role may do.
 //! - [`config`] — environment settings shared by every binary.
 //! - [`error`] — the error type; retryability is part of it.
 
+pub mod access;
 pub mod audit;
 pub mod client;
 pub mod config;

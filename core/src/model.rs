@@ -136,7 +136,10 @@ impl<'de> Deserialize<'de> for Priority {
             Raw::Num(n) => Priority::new(n),
             Raw::Name(s) => s.parse(),
         }
-        .map_err(serde::de::Error::custom)
+        .map_err(|e| match e {
+            Error::Invalid { message, .. } => serde::de::Error::custom(message),
+            other => serde::de::Error::custom(other),
+        })
     }
 }
 
@@ -291,6 +294,8 @@ pub struct NewTask {
     pub backoff: Backoff,
     pub timeout: Duration,
     pub idempotency_key: Option<String>,
+    /// The API key that submitted it (set by the API, not by producers).
+    pub created_by: Option<String>,
 }
 
 impl NewTask {
@@ -305,6 +310,7 @@ impl NewTask {
             backoff: Backoff::default(),
             timeout: DEFAULT_TIMEOUT,
             idempotency_key: None,
+            created_by: None,
         }
     }
     pub fn queue(mut self, queue: impl Into<String>) -> Self {

@@ -38,6 +38,7 @@ pub struct TaskRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +53,34 @@ pub struct AttemptRecord {
     pub detail: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at";
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by";
+
+/// Filters of a task listing; all optional, combined with AND. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<String>,
+    pub queue: Option<String>,
+    pub name: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Full-text search over name, payload strings and the last error (web-search syntax).
+    pub q: Option<String>,
+    /// Only tasks created by this key.
+    pub created_by: Option<String>,
+    /// Only tasks older than this id (ids are time-ordered UUIDv7): the page cursor.
+    pub before_id: Option<TaskId>,
+    pub limit: i64,
+}
+
+/// Task counts per status of one queue, from Postgres.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusCounts {
+    pub completed: i64,
+    pub dead: i64,
+    pub cancelled: i64,
+    /// Age in seconds of the oldest task due to run but not started.
+    pub oldest_waiting_age_s: Option<f64>,
+}
 
 impl Store {
     /// Connect with a pool whose acquire timeout is short: an unavailable database must turn
@@ -134,6 +162,7 @@ impl Store {
             let mut backoffs = Vec::with_capacity(new.len());
             let mut timeouts = Vec::with_capacity(new.len());
             let mut ikeys: Vec<Option<&str>> = Vec::with_capacity(new.len());
+            let mut creators: Vec<Option<&str>> = Vec::with_capacity(new.len());
             for &i in &new {
                 let p = &tasks[i];
                 ids.push(p.id);
@@ -147,13 +176,14 @@ impl Store {
                 backoffs.push(serde_json::to_string(&p.task.backoff).unwrap_or_default());
                 timeouts.push(p.task.timeout.as_millis() as i64);
                 ikeys.push(p.task.idempotency_key.as_deref());
+                creators.push(p.task.created_by.as_deref());
             }
             sqlx::query(
-                "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key)
-                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik
+                "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
-                             $8::int4[], $9::text[], $10::int8[], $11::text[])
-                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik)",
+                             $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb)",
             )
             .bind(&ids)
             .bind(&queues)
@@ -166,6 +196,7 @@ impl Store {
             .bind(&backoffs)
             .bind(&timeouts)
             .bind(&ikeys)
+            .bind(&creators)
             .execute(&mut *tx)
             .await?;
         }
@@ -188,6 +219,51 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| task_from_row(&r)))
+    }
+
+    pub async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::text IS NULL OR queue = $2)
+               AND ($3::text IS NULL OR name = $3)
+               AND ($4::timestamptz IS NULL OR created_at >= $4)
+               AND ($5::timestamptz IS NULL OR created_at < $5)
+               AND ($6::text IS NULL OR search @@ websearch_to_tsquery('simple', $6))
+               AND ($7::text IS NULL OR created_by = $7)
+               AND ($8::uuid IS NULL OR id < $8)
+             ORDER BY id DESC LIMIT $9"
+        )))
+        .bind(&f.status)
+        .bind(&f.queue)
+        .bind(&f.name)
+        .bind(f.created_after)
+        .bind(f.created_before)
+        .bind(&f.q)
+        .bind(&f.created_by)
+        .bind(f.before_id)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(task_from_row).collect())
+    }
+
+    /// Queues that Postgres knows of (every queue that ever received a task).
+    pub async fn queue_names(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT queue FROM tasks ORDER BY queue").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn status_counts(&self, queue: &str) -> Result<StatusCounts> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'dead'),
+                    count(*) FILTER (WHERE status = 'cancelled'),
+                    extract(epoch FROM now() - min(run_at) FILTER (WHERE status IN ('queued', 'scheduled') AND run_at <= now()))::float8
+             FROM tasks WHERE queue = $1",
+        )
+        .bind(queue)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(StatusCounts { completed: row.get(0), dead: row.get(1), cancelled: row.get(2), oldest_waiting_age_s: row.get(3) })
     }
 
     pub async fn attempts(&self, id: TaskId) -> Result<Vec<AttemptRecord>> {
@@ -233,5 +309,14 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         finished_at: r.get("finished_at"),
+        created_by: r.get("created_by"),
+    }
+}
+
+impl Store {
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }

@@ -367,3 +367,44 @@ pub async fn sqs_client_at(endpoint: &str) -> aws_sdk_sqs::Client {
         .build();
     aws_sdk_sqs::Client::from_conf(sqs)
 }
+
+/// The bootstrap admin key the in-process API accepts.
+pub const ADMIN_KEY: &str = "chk_test_admin_key_0123456789";
+
+/// The API served in-process on a free port, like `chronos api`.
+pub struct RunningApi {
+    pub base: String,
+    pub app: axum::Router,
+    pub http: reqwest::Client,
+    task: JoinHandle<()>,
+}
+
+impl RunningApi {
+    /// A request builder with the admin key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.as_key(ADMIN_KEY, method, path)
+    }
+
+    pub fn as_key(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key)
+    }
+}
+
+impl Drop for RunningApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serve the API for `env`, with the SQS dead-letter queue `dlq` when given.
+pub async fn start_api(env: &TestEnv, dlq: Option<Dlq>) -> RunningApi {
+    let state = chronos_api::AppState::new(env.client.clone(), Some(chronos_core::config::Secret::new(ADMIN_KEY)), dlq);
+    let app = chronos_api::app(state, 1 << 20);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = app.clone();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, served).await;
+    });
+    RunningApi { base, app, http: reqwest::Client::new(), task }
+}

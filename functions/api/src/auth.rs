@@ -1,0 +1,59 @@
+//! Authentication and authorisation, in one place: every `/v1` route passes through
+//! [`authorize`], which finds the route's [`Permission`] in [`permission_for`], checks the
+//! bearer key, and refuses a role that may not (401 without a valid key, 403 for the role).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use chronos_core::access::{BOOTSTRAP_ADMIN, Caller, Permission, Role, constant_time_eq};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The permission each `/v1` route needs. A route missing here is refused for everyone.
+pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
+    use Permission::*;
+    let p = path.strip_prefix("/v1").unwrap_or(path);
+    Some(match (method.as_str(), p) {
+        ("POST", "/tasks" | "/tasks/batch") => TasksCreate,
+        ("GET", "/tasks" | "/tasks/{id}" | "/tasks/{id}/attempts") => TasksRead,
+        ("POST", "/tasks/{id}/cancel" | "/tasks/{id}/retry") => TasksManage,
+        ("GET", "/queues") => QueuesRead,
+        ("POST", "/queues/{queue}/pause" | "/queues/{queue}/resume") => QueuesManage,
+        ("GET", "/dlq") => DlqRead,
+        ("POST", "/dlq/redrive" | "/dlq/{id}/redrive") => DlqManage,
+        ("POST" | "GET", "/keys") | ("DELETE", "/keys/{id}") => Keys,
+        _ => return None,
+    })
+}
+
+pub async fn authorize(State(state): State<AppState>, path: MatchedPath, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    // Owned before any await: the request body is not Sync, so the request cannot be borrowed
+    // across one.
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let caller = authenticate(&state, header.as_deref()).await?;
+    let Some(perm) = permission_for(req.method(), path.as_str()) else {
+        return Err(ApiError::forbidden("this route is not open to any role"));
+    };
+    if !caller.role.allows(perm) {
+        return Err(ApiError::forbidden(format!("the {} role may not do this", caller.role)));
+    }
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, ApiError> {
+    let Some(secret) = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim) else {
+        return Err(ApiError::unauthorized("send an API key as Authorization: Bearer <key>"));
+    };
+    if let Some(admin) = &state.admin_key
+        && constant_time_eq(admin.expose().as_bytes(), secret.as_bytes())
+    {
+        return Ok(Caller { key_id: BOOTSTRAP_ADMIN.into(), role: Role::Admin });
+    }
+    match state.chronos.store.authenticate(secret).await? {
+        Some(c) => Ok(c),
+        None => Err(ApiError::unauthorized("the API key is not valid (unknown or revoked)")),
+    }
+}

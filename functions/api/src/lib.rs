@@ -1,0 +1,94 @@
+//! Chronos REST API: one axum [`app`] that runs under `lambda_http` on AWS (API Gateway HTTP
+//! API) and under `axum::serve` locally (`chronos api`).
+//!
+//! # Layout
+//! - [`app`] / [`AppState`] — the router and what it shares; built once per process.
+//! - [`auth`] — the one place that authenticates a bearer key and checks the route's permission.
+//! - [`routes`] — handlers: `tasks`, `queues`, `dlq`, `keys`, `system` (health, metrics, spec).
+//! - [`views`] — request and response bodies with their OpenAPI schemas.
+//! - [`json`] — strict JSON/query parsing that names the field at fault.
+//! - [`error`] — `application/problem+json` errors with stable types.
+//! - [`openapi`] — the spec, generated from the handlers so it cannot drift.
+//! - [`config`] — [`config::ApiConfig`] from the environment.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod openapi;
+pub mod routes;
+pub mod views;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use chronos_core::Chronos;
+use chronos_core::config::Secret;
+use chronos_core::dlq::Dlq;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+pub struct Inner {
+    pub chronos: Chronos,
+    /// `CHRONOS_ADMIN_KEY`: accepted as an admin key (bootstrap).
+    pub admin_key: Option<Secret>,
+    /// For removing redriven tasks' messages; `None` when SQS was unreachable at start-up.
+    pub dlq: Option<Dlq>,
+    pub metrics: Metrics,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: [AtomicU64; 5],
+    pub tasks_created: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(chronos: Chronos, admin_key: Option<Secret>, dlq: Option<Dlq>) -> Self {
+        AppState(Arc::new(Inner { chronos, admin_key, dlq, metrics: Metrics::default() }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The whole API. `max_body_bytes` bounds every request body (413 beyond it).
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    use routes::*;
+    let v1 = Router::new()
+        .route("/tasks", post(tasks::create).get(tasks::list))
+        .route("/tasks/batch", post(tasks::create_batch))
+        .route("/tasks/{id}", get(tasks::get_one))
+        .route("/tasks/{id}/attempts", get(tasks::attempts))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/queues", get(queues::list))
+        .route("/queues/{queue}/pause", post(queues::pause))
+        .route("/queues/{queue}/resume", post(queues::resume))
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/redrive", post(dlq::redrive_all))
+        .route("/dlq/{id}/redrive", post(dlq::redrive_one))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", delete(keys::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authorize));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), system::count_requests))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,72 @@
+//! `/v1/keys`: create (the secret is returned once), list, revoke. Admin only.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chronos_core::access::{Caller, Role};
+
+use super::parse_id;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::json::StrictJson;
+use crate::views::{CreateKey, CreatedKey, KeyList, KeyView};
+
+/// Create an API key. The secret is in this response only.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses(
+        (status = 201, body = CreatedKey),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only admins manage keys", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    StrictJson(req): StrictJson<CreateKey>,
+) -> ApiResult<impl IntoResponse> {
+    let role: Role = req.role.parse()?;
+    let (key, secret) = state.chronos.store.create_key(&req.name, role, &caller.key_id).await?;
+    state
+        .chronos
+        .store
+        .audit(&caller.key_id, "create_key", None, serde_json::json!({ "key_id": key.id, "name": key.name, "role": role }))
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(CreatedKey { key: key.into(), secret })))
+}
+
+/// All keys (without secrets), newest first.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses(
+        (status = 200, body = KeyList),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only admins manage keys", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<KeyList>> {
+    let keys = state.chronos.store.list_keys().await?;
+    Ok(axum::Json(KeyList { keys: keys.into_iter().map(KeyView::from).collect() }))
+}
+
+/// Revoke a key; it stops working at once.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id (UUID)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only admins manage keys", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No live key with this id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    if !state.chronos.store.revoke_key(id).await? {
+        return Err(ApiError::not_found(format!("no live key {id}")));
+    }
+    state.chronos.store.audit(&caller.key_id, "revoke_key", None, serde_json::json!({ "key_id": id })).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
