@@ -39,13 +39,25 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                ApiError::validation(if path == "." { "body".into() } else { path }, clean(&inner.to_string()))
+                let msg = clean(&inner.to_string());
+                ApiError::validation(field_of(&path, &msg), msg)
             }
             _ => ApiError::malformed(format!("the body is not valid JSON: {inner}")),
         }
     })?;
     de.end().map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// The field at fault: the error's path, or for a missing field the field itself.
+fn field_of(path: &str, msg: &str) -> String {
+    let missing = msg.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+    match (path, missing) {
+        (".", Some(f)) => f.to_owned(),
+        (".", None) => "body".to_owned(),
+        (p, Some(f)) => format!("{p}.{f}"),
+        (p, None) => p.to_owned(),
+    }
 }
 
 /// serde's messages end with " at line 1 column 42"; the field path says more.
@@ -88,7 +100,9 @@ fn serde_urlencoded_de<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     let v = serde_json::Value::Object(map);
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::validation(if path == "." { "query".into() } else { path }, clean(&e.into_inner().to_string()))
+        let msg = clean(&e.into_inner().to_string());
+        let field = field_of(&path, &msg);
+        ApiError::validation(if field == "body" { "query".into() } else { field }, msg)
     })
 }
 
