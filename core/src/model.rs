@@ -384,6 +384,16 @@ pub struct PreparedTask {
 }
 
 impl PreparedTask {
+    /// The idempotency key as deduplicated: scoped to the submitting API key, so one client's
+    /// key can never return (or block) another client's task.
+    pub fn dedupe_key(&self) -> Option<String> {
+        let k = self.task.idempotency_key.as_deref()?;
+        Some(match &self.task.created_by {
+            Some(by) => format!("{by}/{k}"),
+            None => k.to_owned(),
+        })
+    }
+
     /// The first due time as seen by the producer's clock (Postgres record; Redis decides exactly).
     pub fn approx_run_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self.task.schedule {

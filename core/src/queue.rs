@@ -188,7 +188,8 @@ impl Engine {
                         .arg(p.task.timeout.as_millis() as u64)
                         .arg(p.task.idempotency_key.as_deref().unwrap_or(""))
                         .arg(run_at)
-                        .arg(delay);
+                        .arg(delay)
+                        .arg(p.dedupe_key().unwrap_or_default());
                 }
                 // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.
                 pipe.add_command(cmd);

@@ -106,17 +106,14 @@ impl Store {
         let now = Utc::now();
         let mut out: Vec<(TaskId, bool)> = tasks.iter().map(|t| (t.id, true)).collect();
         let mut tx = self.pool.begin().await?;
-        let keyed: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].task.idempotency_key.is_some()).collect();
+        let dedupe: Vec<Option<String>> = tasks.iter().map(PreparedTask::dedupe_key).collect();
+        let keyed: Vec<usize> = (0..tasks.len()).filter(|&i| dedupe[i].is_some()).collect();
         if !keyed.is_empty() {
             // One row per (queue, key): within a batch the first task with a key wins.
             let mut seen = std::collections::HashSet::new();
-            let first: Vec<usize> = keyed
-                .iter()
-                .copied()
-                .filter(|&i| seen.insert((tasks[i].task.queue.as_str(), tasks[i].task.idempotency_key.as_deref())))
-                .collect();
+            let first: Vec<usize> = keyed.iter().copied().filter(|&i| seen.insert((tasks[i].task.queue.as_str(), dedupe[i].as_deref()))).collect();
             let queues: Vec<&str> = first.iter().map(|&i| tasks[i].task.queue.as_str()).collect();
-            let keys: Vec<&str> = first.iter().map(|&i| tasks[i].task.idempotency_key.as_deref().unwrap_or_default()).collect();
+            let keys: Vec<&str> = first.iter().map(|&i| dedupe[i].as_deref().unwrap_or_default()).collect();
             let ids: Vec<Uuid> = first.iter().map(|&i| tasks[i].id).collect();
             let expires = now + chrono::Duration::from_std(idempotency_retention).unwrap_or_default();
             // Take each key unless a live (unexpired) holder exists; then read every holder.
@@ -132,18 +129,14 @@ impl Store {
             .bind(expires)
             .execute(&mut *tx)
             .await?;
-            let rows = sqlx::query(
-                "SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-            )
-            .bind(&queues)
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query("SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))")
+                .bind(&queues)
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await?;
             for &i in &keyed {
-                let t = &tasks[i].task;
-                if let Some(r) =
-                    rows.iter().find(|r| r.get::<&str, _>(0) == t.queue && Some(r.get::<&str, _>(1)) == t.idempotency_key.as_deref())
-                {
+                let q = tasks[i].task.queue.as_str();
+                if let Some(r) = rows.iter().find(|r| r.get::<&str, _>(0) == q && Some(r.get::<&str, _>(1)) == dedupe[i].as_deref()) {
                     let holder: Uuid = r.get(2);
                     out[i] = (holder, holder == tasks[i].id);
                 }

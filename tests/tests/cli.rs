@@ -59,7 +59,8 @@ async fn an_idempotency_key_given_twice_on_the_cli_creates_one_task() {
 #[tokio::test]
 async fn bad_input_and_bad_settings_are_refused_with_a_message_that_says_what_to_fix() {
     let env = TestEnv::new().await;
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["worker"], &[("CHRONOS_CONCURRENCY", "lots")], "CHRONOS_CONCURRENCY"),
         (&["worker"], &[("CHRONOS_LEASE_MS", "10")], "CHRONOS_LEASE_MS"),
         (&["worker"], &[("CHRONOS_QUEUES", "a{b}")], "CHRONOS_QUEUES"),

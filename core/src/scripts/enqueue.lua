@@ -6,9 +6,10 @@
 -- KEYS[4] wake     list that blocked workers BLPOP on
 -- ARGV[1] key prefix of this queue, "<ns>:{<queue>}:" (task hashes and idempotency keys live under it)
 -- ARGV[2] idempotency retention (ms)
--- ARGV[3] number of tasks; then 10 fields per task:
+-- ARGV[3] number of tasks; then 11 fields per task:
 --         id, name, payload, priority, max_attempts, backoff, timeout_ms, idempotency key ("" = none),
---         run_at (epoch ms, 0 = use delay), delay_ms
+--         run_at (epoch ms, 0 = use delay), delay_ms, dedupe key (the idempotency key scoped to the
+--         API key that submitted it, so two clients' keys never collide; "" = none)
 -- Returns: {now, id_1, created_1, id_2, created_2, ...}; created is 1 for a new task, 0 when the
 --          idempotency key (or the id) already named a task, whose id is returned instead.
 local ready, delayed, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -21,14 +22,14 @@ local out = {now}
 local woke = false
 local SHIFT = 70368744177664 -- 2^46
 for i = 0, n - 1 do
-  local b = 3 + i * 10
+  local b = 3 + i * 11
   local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local pr, ma, bk, to, ik = tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local run_at, delay = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
+  local run_at, delay, dk = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10]), ARGV[b + 11]
   local tkey = prefix .. 't:' .. id
   local existing = nil
-  if ik ~= '' then
-    existing = redis.call('GET', prefix .. 'idem:' .. ik)
+  if dk ~= '' then
+    existing = redis.call('GET', prefix .. 'idem:' .. dk)
   end
   if not existing and redis.call('EXISTS', tkey) == 1 then
     existing = id
@@ -37,8 +38,8 @@ for i = 0, n - 1 do
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    if ik ~= '' then
-      redis.call('SET', prefix .. 'idem:' .. ik, id, 'PX', retention)
+    if dk ~= '' then
+      redis.call('SET', prefix .. 'idem:' .. dk, id, 'PX', retention)
     end
     local due = run_at
     if due == 0 then due = now + delay end

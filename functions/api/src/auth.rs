@@ -15,7 +15,9 @@ use crate::error::ApiError;
 pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
     use Permission::*;
     let p = path.strip_prefix("/v1").unwrap_or(path);
-    Some(match (method.as_str(), p) {
+    // HEAD is answered by every GET route and reads the same data.
+    let m = if method == Method::HEAD { "GET" } else { method.as_str() };
+    Some(match (m, p) {
         ("POST", "/tasks" | "/tasks/batch") => TasksCreate,
         ("GET", "/tasks" | "/tasks/{id}" | "/tasks/{id}/attempts") => TasksRead,
         ("POST", "/tasks/{id}/cancel" | "/tasks/{id}/retry") => TasksManage,
@@ -44,7 +46,9 @@ pub async fn authorize(State(state): State<AppState>, path: MatchedPath, mut req
 }
 
 async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, ApiError> {
-    let Some(secret) = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim) else {
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let bearer = header.and_then(|h| h.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, k)| k.trim());
+    let Some(secret) = bearer else {
         return Err(ApiError::unauthorized("send an API key as Authorization: Bearer <key>"));
     };
     if let Some(admin) = &state.admin_key

@@ -57,7 +57,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     out.push_str("# HELP chronos_tasks_created_total Tasks accepted by this API process.\n# TYPE chronos_tasks_created_total counter\n");
     let _ = writeln!(out, "chronos_tasks_created_total {}", m.tasks_created.load(Ordering::Relaxed));
     if let Ok(queues) = state.chronos.engine.queues().await {
-        let gauges: [(&str, &str, fn(&chronos_core::queue::QueueCounts) -> u64); 7] = [
+        type Gauge = (&'static str, &'static str, fn(&chronos_core::queue::QueueCounts) -> u64);
+        let gauges: [Gauge; 7] = [
             ("chronos_queue_waiting", "Tasks ready to run.", |c| c.waiting),
             ("chronos_queue_scheduled", "Tasks scheduled for later.", |c| c.delayed),
             ("chronos_queue_retrying", "Tasks waiting for a retry.", |c| c.retrying),
