@@ -23,6 +23,8 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 # changes between releases.
 CHRONOS_MOTO_VERSION=5.2.5
 CHRONOS_AIOSMTPD_VERSION=1.4.6
+# The OpenAPI fuzzer (tests/tests/api_schema.rs); its checks and generators change between releases.
+CHRONOS_SCHEMATHESIS_VERSION=4.32.5
 CHRONOS_VENV=$CHRONOS_CACHE/venv
 
 # What this shell started, so cleanup stops only that.
@@ -173,24 +175,27 @@ ensure_moto() {
   fi
   # Installing takes ~40 s; checking the installed versions takes milliseconds, so warm runs skip
   # pip entirely. flask is checked too because moto only serves HTTP with its [server] extra.
-  if ! "$py" - "$CHRONOS_MOTO_VERSION" "$CHRONOS_AIOSMTPD_VERSION" >/dev/null 2>&1 <<'EOF'; then
+  if ! "$py" - "$CHRONOS_MOTO_VERSION" "$CHRONOS_AIOSMTPD_VERSION" "$CHRONOS_SCHEMATHESIS_VERSION" >/dev/null 2>&1 <<'EOF'; then
 import sys
 from importlib.metadata import version
 assert version("moto") == sys.argv[1]
 assert version("aiosmtpd") == sys.argv[2]
+assert version("schemathesis") == sys.argv[3]
 version("flask")
 version("flask-cors")
 EOF
-    log "installing moto[server]==$CHRONOS_MOTO_VERSION aiosmtpd==$CHRONOS_AIOSMTPD_VERSION into $CHRONOS_VENV"
+    log "installing moto[server]==$CHRONOS_MOTO_VERSION aiosmtpd==$CHRONOS_AIOSMTPD_VERSION schemathesis==$CHRONOS_SCHEMATHESIS_VERSION into $CHRONOS_VENV"
     "$py" -m pip install -q --disable-pip-version-check \
-      "moto[server]==$CHRONOS_MOTO_VERSION" "aiosmtpd==$CHRONOS_AIOSMTPD_VERSION"
+      "moto[server]==$CHRONOS_MOTO_VERSION" "aiosmtpd==$CHRONOS_AIOSMTPD_VERSION" \
+      "schemathesis==$CHRONOS_SCHEMATHESIS_VERSION"
   fi
 
   export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}
   export AWS_REGION=${AWS_REGION:-us-east-1}
   export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}
   export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-  # Tests run aiosmtpd (a throwaway SMTP server) with this interpreter.
+  # Tests run aiosmtpd (a throwaway SMTP server) with this interpreter, and schemathesis from its
+  # bin directory.
   export CHRONOS_TEST_PYTHON=$py
 
   moto_up() { curl -s -o /dev/null --max-time 2 http://127.0.0.1:4566/moto-api/; }

@@ -111,7 +111,8 @@ impl Store {
         if !keyed.is_empty() {
             // One row per (queue, key): within a batch the first task with a key wins.
             let mut seen = std::collections::HashSet::new();
-            let first: Vec<usize> = keyed.iter().copied().filter(|&i| seen.insert((tasks[i].task.queue.as_str(), dedupe[i].as_deref()))).collect();
+            let first: Vec<usize> =
+                keyed.iter().copied().filter(|&i| seen.insert((tasks[i].task.queue.as_str(), dedupe[i].as_deref()))).collect();
             let queues: Vec<&str> = first.iter().map(|&i| tasks[i].task.queue.as_str()).collect();
             let keys: Vec<&str> = first.iter().map(|&i| dedupe[i].as_deref().unwrap_or_default()).collect();
             let ids: Vec<Uuid> = first.iter().map(|&i| tasks[i].id).collect();
@@ -129,11 +130,13 @@ impl Store {
             .bind(expires)
             .execute(&mut *tx)
             .await?;
-            let rows = sqlx::query("SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))")
-                .bind(&queues)
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT queue, key, task_id FROM idempotency_keys WHERE (queue, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(&queues)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
             for &i in &keyed {
                 let q = tasks[i].task.queue.as_str();
                 if let Some(r) = rows.iter().find(|r| r.get::<&str, _>(0) == q && Some(r.get::<&str, _>(1)) == dedupe[i].as_deref()) {

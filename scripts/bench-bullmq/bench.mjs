@@ -61,7 +61,7 @@ const notes = [];
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 const wallMs = () => performance.timeOrigin + performance.now();
 const fmt = v =>
-  v == null || Number.isNaN(v) ? 'n/a' : Math.abs(v) >= 1000 ? v.toFixed(0) : Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(2);
+  v == null || Number.isNaN(v) ? 'n/a' : Math.abs(v) >= 1000 ? v.toFixed(0) : Math.abs(v) >= 100 ? v.toFixed(1) : Math.abs(v) >= 1 || v === 0 ? v.toFixed(2) : v.toFixed(3);
 
 function add(key, label, value, unit, better) {
   console.error(`  ${label.padEnd(52)} ${fmt(value)} ${unit}`);

@@ -1,7 +1,8 @@
 //! Benchmark figures for Chronos. A benchmark, not a test: it prints figures and asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p chronos-tests --example bench -- [--json FILE] [--tasks N] [--concurrency 1,10,100,200] [--skip-no-audit]
+//! cargo run --release -p chronos-tests --example bench -- [--json FILE] [--tasks N] [--concurrency 1,10,100,200]
+//!     [--skip-no-audit] [--commandstats]
 //! ```
 //!
 //! Scenarios, each on a fresh namespace and database (dropped afterwards):
@@ -16,7 +17,8 @@
 //!   with a 200-byte JSON payload.
 //!
 //! `scripts/bench` runs this next to the BullMQ side (`scripts/bench-bullmq`) on the same Redis
-//! and prints both side by side. Redis and Postgres come from `REDIS_URL` / `DATABASE_URL`, as
+//! and prints both side by side. `--commandstats` also prints, for each drain, the Redis commands
+//! per task by command (calls and the time Redis spent in them). Redis and Postgres come from `REDIS_URL` / `DATABASE_URL`, as
 //! for the tests. The Redis figures are server-wide deltas: anything else using the same Redis
 //! at the time counts too.
 
@@ -49,10 +51,12 @@ struct Opts {
     tasks: usize,
     concurrency: Vec<usize>,
     no_audit_runs: bool,
+    /// Print each drain's Redis commands per task, by command.
+    commandstats: bool,
 }
 
 fn parse_args() -> Result<Opts> {
-    let mut o = Opts { json: None, tasks: 20_000, concurrency: vec![1, 10, 100, 200], no_audit_runs: true };
+    let mut o = Opts { json: None, tasks: 20_000, concurrency: vec![1, 10, 100, 200], no_audit_runs: true, commandstats: false };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -68,8 +72,9 @@ fn parse_args() -> Result<Opts> {
                     .context("--concurrency")?;
             }
             "--skip-no-audit" => o.no_audit_runs = false,
+            "--commandstats" => o.commandstats = true,
             "-h" | "--help" => {
-                println!("usage: bench [--json FILE] [--tasks N] [--concurrency 1,10,100,200] [--skip-no-audit]");
+                println!("usage: bench [--json FILE] [--tasks N] [--concurrency 1,10,100,200] [--skip-no-audit] [--commandstats]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -118,18 +123,23 @@ fn fmt_num(v: f64) -> String {
         format!("{v:.0}")
     } else if v.abs() >= 100.0 {
         format!("{v:.1}")
-    } else {
+    } else if v.abs() >= 1.0 || v == 0.0 {
         format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
     }
 }
 
 /// Server-wide Redis counters and this process's CPU time, to turn into per-task costs.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Probe {
     calls: u64,
     scripts: u64,
     redis_cpu_s: f64,
     client_cpu_s: f64,
+    /// Per command: calls and microseconds (a script's time includes the commands it runs,
+    /// which are counted under their own names too).
+    by_command: HashMap<String, (u64, u64)>,
 }
 
 impl Probe {
@@ -140,7 +150,9 @@ impl Probe {
         let mut p = Probe { client_cpu_s: process_cpu_s(), ..Probe::default() };
         for line in stats.lines() {
             let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
-            let calls: u64 = rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let field = |f: &str| -> u64 { rest.split(',').find_map(|kv| kv.strip_prefix(f)).and_then(|c| c.parse().ok()).unwrap_or(0) };
+            let calls = field("calls=");
+            p.by_command.insert(name.to_owned(), (calls, field("usec=")));
             p.calls += calls;
             if matches!(name, "evalsha" | "eval" | "evalsha_ro" | "eval_ro" | "fcall" | "fcall_ro") {
                 p.scripts += calls;
@@ -156,12 +168,32 @@ impl Probe {
         Ok(p)
     }
 
-    fn since(self, before: Probe) -> Probe {
+    fn since(self, before: &Probe) -> Probe {
+        let by_command = self
+            .by_command
+            .iter()
+            .map(|(k, (c, u))| {
+                let (c0, u0) = before.by_command.get(k).copied().unwrap_or_default();
+                (k.clone(), (c.saturating_sub(c0), u.saturating_sub(u0)))
+            })
+            .filter(|(_, (c, _))| *c > 0)
+            .collect();
         Probe {
             calls: self.calls.saturating_sub(before.calls),
             scripts: self.scripts.saturating_sub(before.scripts),
             redis_cpu_s: self.redis_cpu_s - before.redis_cpu_s,
             client_cpu_s: self.client_cpu_s - before.client_cpu_s,
+            by_command,
+        }
+    }
+
+    /// Commands per task, most frequent first, to stderr.
+    fn print_by_command(&self, label: &str, tasks: usize) {
+        let mut v: Vec<_> = self.by_command.iter().collect();
+        v.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        eprintln!("  {label}: Redis commands per task (µs = time inside Redis per task; scripts include their commands)");
+        for (name, (calls, usec)) in v {
+            eprintln!("    {name:<16} {:>8.3} calls  {:>8.2} µs", *calls as f64 / tasks as f64, *usec as f64 / tasks as f64);
         }
     }
 
@@ -277,7 +309,7 @@ async fn bench_enqueue(o: &Opts, r: &mut Report) -> Result<()> {
         env.engine.enqueue(&batch, retention).await?;
     }
     let secs = t.elapsed().as_secs_f64();
-    let cost = Probe::take(&env.engine).await?.since(before);
+    let cost = Probe::take(&env.engine).await?.since(&before);
     let n = o.tasks / BATCH * BATCH;
     r.add("enqueue_bulk_per_s", "enqueue, Engine::enqueue × 1,000 (Redis only)", n as f64 / secs, "tasks/s", "higher");
     cost.report(r, "enqueue", "enqueue", n);
@@ -318,12 +350,12 @@ async fn bench_drain(o: &Opts, concurrency: usize, audit: bool, r: &mut Report) 
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut counts = env.engine.counts(QUEUE).await?;
-    while (counts.waiting > 0 || counts.running > 0 || counts.delayed > 0) && t.elapsed() < DRAIN_LIMIT {
+    while counts.waiting + counts.running + counts.delayed + counts.retrying > 0 && t.elapsed() < DRAIN_LIMIT {
         tokio::time::sleep(Duration::from_millis(1)).await;
         counts = env.engine.counts(QUEUE).await?;
     }
     let drain = t.elapsed().as_secs_f64();
-    let done = n as u64 - counts.waiting - counts.running - counts.delayed;
+    let done = (n as u64).saturating_sub(counts.waiting + counts.running + counts.delayed + counts.retrying);
     let key = if audit { format!("drain_c{concurrency}") } else { format!("drain_c{concurrency}_noaudit") };
     let label = if audit { format!("drain, concurrency {concurrency}") } else { format!("drain, concurrency {concurrency}, no audit") };
     if done < n as u64 {
@@ -343,8 +375,11 @@ async fn bench_drain(o: &Opts, concurrency: usize, audit: bool, r: &mut Report) 
             r.note(format!("{label}: Postgres shows {completed} of {done} tasks completed after the outbox emptied"));
         }
     }
-    let cost = Probe::take(&env.engine).await?.since(before);
+    let cost = Probe::take(&env.engine).await?.since(&before);
     cost.report(r, &key, &label, n);
+    if o.commandstats {
+        cost.print_by_command(&label, n);
+    }
     let (claims, acks) = (worker.stats.claim_calls.load(Ordering::Relaxed), worker.stats.ack_calls.load(Ordering::Relaxed));
     r.add(format!("{key}_tasks_per_claim"), format!("{label}: tasks per claim call"), n as f64 / claims.max(1) as f64, "tasks", "info");
     r.add(format!("{key}_tasks_per_ack"), format!("{label}: tasks per ack call"), n as f64 / acks.max(1) as f64, "tasks", "info");

@@ -1,11 +1,15 @@
 //! Strict request parsing: JSON bodies and query strings that name the offending field, so a
 //! client always learns what to fix. Syntax errors are 400; well-formed input with a wrong
 //! field, type or value is 422; a body over the limit is 413; a non-JSON body is 415.
+//! Bodies must be JSON objects, and no string may hold U+0000 (Postgres cannot store it).
+
+use std::marker::PhantomData;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -34,7 +38,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map(|Object(v)| v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -46,7 +50,76 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })?;
     de.end().map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    // U+0000 can only arrive as the escape `\u0000`; the scan is cheap, the walk names the field.
+    if bytes.windows(6).any(|w| w == br"\u0000")
+        && let Some(field) = serde_json::from_slice(bytes).ok().and_then(|v| nul_at(&v, ""))
+    {
+        return Err(ApiError::validation(field, NO_NUL));
+    }
     Ok(value)
+}
+
+const NO_NUL: &str = "must not contain the NUL character (U+0000)";
+
+/// The path of the first string or key holding U+0000.
+fn nul_at(v: &serde_json::Value, at: &str) -> Option<String> {
+    let here = || if at.is_empty() { "body".to_owned() } else { at.to_owned() };
+    match v {
+        serde_json::Value::String(s) => s.contains('\0').then(here),
+        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                return Some(here());
+            }
+            nul_at(x, &if at.is_empty() { k.clone() } else { format!("{at}.{k}") })
+        }),
+        _ => None,
+    }
+}
+
+/// `T` from a JSON object only. serde's derived structs also accept an array of their fields in
+/// order (`["noop"]` as a task), which the API neither documents nor wants.
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(PhantomData)).map(Object)
+    }
+}
+
+/// `#[serde(deserialize_with)]` for an optional struct field: an object or null.
+pub fn opt_object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Object<T>>::deserialize(d)?.map(|Object(v)| v))
+}
+
+/// `#[serde(deserialize_with)]` for a list of structs: each item an object.
+pub fn objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Vec::<Object<T>>::deserialize(d)?.into_iter().map(|Object(v)| v).collect())
+}
+
+/// A path parameter; one that is not valid percent-encoded UTF-8 is a problem+json 400 like
+/// every other error (axum's own rejection is text/plain).
+pub struct StrictPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for StrictPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(StrictPath(v)),
+            Err(e) => Err(ApiError::malformed(format!("the path is not valid: {}", e.body_text()))),
+        }
+    }
 }
 
 /// The field at fault: the error's path, or for a missing field the field itself.
@@ -94,6 +167,9 @@ fn serde_urlencoded_de<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
         let v = percent_decode(v).ok_or_else(|| ApiError::malformed("the query string is not valid percent-encoded UTF-8"))?;
         if map.contains_key(&k) {
             return Err(ApiError::validation(k, "given more than once"));
+        }
+        if v.contains('\0') {
+            return Err(ApiError::validation(k, NO_NUL));
         }
         map.insert(k, serde_json::Value::String(v));
     }

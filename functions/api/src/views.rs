@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chronos_core::model::{Backoff, NewTask, Priority};
 use chronos_core::store::{AttemptRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
@@ -15,23 +15,23 @@ use crate::error::ApiError;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
-    /// The handler kind, e.g. `http`, `email`.
-    #[schema(example = "http")]
+    /// The handler kind, e.g. `http`, `email`. 1–128 of A–Z a–z 0–9 _ - . : /
+    #[schema(example = "http", pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub name: String,
     /// Default `default`. 1–64 of A–Z a–z 0–9 _ - .
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub queue: Option<String>,
     /// Any JSON; default `{}`. Size-limited (default 256 KiB).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub payload: Option<serde_json::Value>,
     /// 0–100 (higher first) or `critical` (100), `high` (75), `normal` (50), `low` (25).
     #[serde(default)]
     #[schema(value_type = Option<PrioritySchema>)]
     pub priority: Option<Priority>,
-    /// First run at this RFC 3339 instant. Not together with `delay_ms`.
+    /// First run at this RFC 3339 instant (years 0000–9999 in UTC). Not together with `delay_ms`.
     #[serde(default)]
-    #[schema(example = "2026-11-27T09:00:00Z")]
+    #[schema(example = "2026-11-27T09:00:00Z", format = DateTime)]
     pub run_at: Option<String>,
     /// First run after this many milliseconds. Not together with `run_at`.
     #[serde(default)]
@@ -41,15 +41,16 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::opt_object")]
     #[schema(value_type = Option<BackoffSchema>)]
     pub backoff: Option<Backoff>,
     /// Per-attempt timeout, 1–86400000 ms, default 30000.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
-    /// A repeated key returns the existing task (200) instead of creating another.
+    /// A repeated key returns the existing task (200) instead of creating another. 1–256 bytes.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$")]
     pub idempotency_key: Option<String>,
 }
 
@@ -79,13 +80,18 @@ impl ToSchema for PrioritySchema {
 #[allow(dead_code)]
 #[schema(as = Backoff)]
 pub struct BackoffSchema {
-    #[schema(value_type = Option<String>, pattern = "^(exponential|fixed)$")]
-    kind: Option<String>,
-    #[schema(minimum = 1)]
-    base_ms: Option<u64>,
-    cap_ms: Option<u64>,
-    #[schema(value_type = Option<String>, pattern = "^(none|full|equal)$")]
-    jitter: Option<String>,
+    /// Default `exponential`.
+    #[schema(required = false, pattern = "^(exponential|fixed)$")]
+    kind: String,
+    /// Default 1000.
+    #[schema(required = false, minimum = 1)]
+    base_ms: u64,
+    /// At least `base_ms`, at most 7 days; default 3600000.
+    #[schema(required = false, minimum = 1, maximum = 604_800_000)]
+    cap_ms: u64,
+    /// Default `full`.
+    #[schema(required = false, pattern = "^(none|full|equal)$")]
+    jitter: String,
 }
 
 impl CreateTask {
@@ -105,7 +111,12 @@ impl CreateTask {
                 let at = DateTime::parse_from_rfc3339(&at).map_err(|_| {
                     ApiError::validation(f("run_at"), format!("{at:?} is not an RFC 3339 time such as 2026-11-27T09:00:00Z"))
                 })?;
-                t = t.run_at(at.with_timezone(&Utc));
+                let at = at.with_timezone(&Utc);
+                // Echoed back as RFC 3339, which has four-digit years.
+                if !(0..=9999).contains(&at.year()) {
+                    return Err(ApiError::validation(f("run_at"), "must fall in the years 0000–9999 in UTC"));
+                }
+                t = t.run_at(at);
             }
             (None, Some(ms)) => t = t.delay(Duration::from_millis(ms)),
             (None, None) => {}
@@ -131,6 +142,8 @@ impl CreateTask {
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
     /// 1–1000 tasks, validated all together: one invalid task rejects the batch.
+    #[serde(deserialize_with = "crate::json::objects")]
+    #[schema(min_items = 1, max_items = 1000)]
     pub tasks: Vec<CreateTask>,
 }
 
@@ -140,7 +153,7 @@ pub struct TaskView {
     pub id: Uuid,
     pub queue: String,
     pub name: String,
-    #[schema(value_type = Object)]
+    /// Any JSON.
     pub payload: serde_json::Value,
     pub priority: i16,
     /// scheduled, queued, running, retrying, completed, dead or cancelled.
@@ -263,9 +276,11 @@ pub struct QueueList {
 pub struct RedriveFilter {
     /// Only dead tasks of this queue.
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00]*$")]
     pub queue: Option<String>,
     /// Only dead tasks with this name.
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00]*$")]
     pub name: Option<String>,
 }
 
@@ -281,7 +296,8 @@ pub struct RedriveResult {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// What the key is for, e.g. `billing-service`.
+    /// What the key is for, e.g. `billing-service`. 1–100 bytes, not only whitespace.
+    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\x00]*$")]
     pub name: String,
     #[schema(pattern = "^(admin|operator|producer|viewer)$")]
     pub role: String,

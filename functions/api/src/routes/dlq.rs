@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry};
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chronos_core::access::Caller;
 use chronos_core::store::TaskFilter;
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use utoipa::IntoParams;
 use super::tasks::{live_view, page, retry_record, visible_task};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::json::{StrictJson, StrictQuery, de_opt_num};
+use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
 use crate::views::{RedriveFilter, RedriveResult, TaskPage, TaskView};
 
 /// Redrive-all stops after this many tasks per call; call again for the rest.
@@ -23,12 +24,16 @@ const MAX_REDRIVE: usize = 10_000;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DlqParams {
+    #[param(pattern = "^[^\\x00]*$")]
     pub queue: Option<String>,
+    #[param(pattern = "^[^\\x00]*$")]
     pub name: Option<String>,
     /// 1–500, default 50.
     #[serde(default, deserialize_with = "de_opt_num")]
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -83,17 +88,33 @@ async fn remove_letters(state: &AppState, ids: &HashSet<String>) -> usize {
             break;
         }
         let mut fresh = false;
-        for m in msgs {
+        // One batch call each for deleting and releasing, not a round trip per message: a redrive
+        // of a few hundred letters otherwise spends most of an HTTP timeout on SQS calls alone.
+        let (mut delete, mut release) = (Vec::new(), Vec::new());
+        for (i, m) in msgs.iter().enumerate() {
             let (Some(body), Some(handle)) = (m.body(), m.receipt_handle()) else { continue };
             fresh |= seen.insert(m.message_id().unwrap_or_default().to_owned());
             let id = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
             if id.is_some_and(|id| ids.contains(&id)) {
-                if client.delete_message().queue_url(url).receipt_handle(handle).send().await.is_ok() {
-                    removed += 1;
-                }
+                delete.extend(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build().ok());
             } else {
-                let _ = client.change_message_visibility().queue_url(url).receipt_handle(handle).visibility_timeout(0).send().await;
+                release.extend(
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok(),
+                );
             }
+        }
+        if !delete.is_empty()
+            && let Ok(out) = client.delete_message_batch().queue_url(url).set_entries(Some(delete)).send().await
+        {
+            removed += out.successful().len();
+        }
+        if !release.is_empty() {
+            let _ = client.change_message_visibility_batch().queue_url(url).set_entries(Some(release)).send().await;
         }
         if !fresh {
             break; // only messages we already looked at come back
@@ -103,7 +124,7 @@ async fn remove_letters(state: &AppState, ids: &HashSet<String>) -> usize {
 }
 
 /// Put one dead task back as a fresh attempt and remove its SQS message.
-#[utoipa::path(post, path = "/v1/dlq/{id}/redrive", tag = "dlq", params(("id" = String, Path, description = "Task id (UUID)")),
+#[utoipa::path(post, path = "/v1/dlq/{id}/redrive", tag = "dlq", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task, queued again", body = TaskView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -116,7 +137,7 @@ async fn remove_letters(state: &AppState, ids: &HashSet<String>) -> usize {
 pub async fn redrive_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
     let rec = visible_task(&state, &caller, &id).await?;
     let live = live_view(&state, rec.clone()).await;

@@ -1,15 +1,14 @@
 //! `/v1/keys`: create (the secret is returned once), list, revoke. Admin only.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chronos_core::access::{Caller, Role};
 
-use super::parse_id;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::json::StrictJson;
+use crate::json::{StrictJson, StrictPath};
 use crate::views::{CreateKey, CreatedKey, KeyList, KeyView};
 
 /// Create an API key. The secret is in this response only.
@@ -53,7 +52,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<KeyList
 }
 
 /// Revoke a key; it stops working at once.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id (UUID)")),
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, format = Uuid, description = "Key id (UUID)")),
     responses(
         (status = 204, description = "Revoked"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -62,8 +61,13 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<KeyList
         (status = 404, description = "No live key with this id", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn revoke(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let id = parse_id(&id)?;
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    StrictPath(id): StrictPath<String>,
+) -> ApiResult<StatusCode> {
+    let id =
+        uuid::Uuid::parse_str(&id).map_err(|_| ApiError::malformed(format!("{id:?} is not a key id (a UUID such as 0193a1b2-...)")))?;
     if !state.chronos.store.revoke_key(id).await? {
         return Err(ApiError::not_found(format!("no live key {id}")));
     }

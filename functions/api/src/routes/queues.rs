@@ -2,12 +2,13 @@
 //! workers do not claim from it).
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chronos_core::access::Caller;
 use chronos_core::model::validate_queue_name;
 
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
+use crate::json::StrictPath;
 use crate::views::{QueueList, QueueView};
 
 async fn view(state: &AppState, name: &str) -> ApiResult<QueueView> {
@@ -73,9 +74,10 @@ async fn set_paused(state: &AppState, caller: &Caller, queue: &str, paused: bool
 }
 
 /// Pause a queue: it still accepts tasks; workers stop claiming from it.
-#[utoipa::path(post, path = "/v1/queues/{queue}/pause", tag = "queues", params(("queue" = String, Path, description = "Queue name")),
+#[utoipa::path(post, path = "/v1/queues/{queue}/pause", tag = "queues", params(("queue" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "Queue name: 1–64 of A–Z a–z 0–9 _ - .")),
     responses(
         (status = 200, body = QueueView),
+        (status = 400, description = "Malformed path", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The role may not pause queues", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid queue name", body = Problem, content_type = "application/problem+json"),
@@ -84,15 +86,16 @@ async fn set_paused(state: &AppState, caller: &Caller, queue: &str, paused: bool
 pub async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(queue): Path<String>,
+    StrictPath(queue): StrictPath<String>,
 ) -> ApiResult<axum::Json<QueueView>> {
     set_paused(&state, &caller, &queue, true).await.map(axum::Json)
 }
 
 /// Resume a paused queue.
-#[utoipa::path(post, path = "/v1/queues/{queue}/resume", tag = "queues", params(("queue" = String, Path, description = "Queue name")),
+#[utoipa::path(post, path = "/v1/queues/{queue}/resume", tag = "queues", params(("queue" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "Queue name: 1–64 of A–Z a–z 0–9 _ - .")),
     responses(
         (status = 200, body = QueueView),
+        (status = 400, description = "Malformed path", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The role may not resume queues", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid queue name", body = Problem, content_type = "application/problem+json"),
@@ -101,7 +104,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(queue): Path<String>,
+    StrictPath(queue): StrictPath<String>,
 ) -> ApiResult<axum::Json<QueueView>> {
     set_paused(&state, &caller, &queue, false).await.map(axum::Json)
 }

@@ -1,7 +1,7 @@
 //! `/v1/tasks`: create (single and batch), read, list and search, attempts, cancel, retry now.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 use super::parse_id;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::json::{StrictJson, StrictQuery, de_opt_num};
+use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
 use crate::views::*;
 
 pub const MAX_BATCH: usize = 1000;
@@ -163,7 +163,7 @@ pub async fn create_batch(
 }
 
 /// A task with its status, attempts, last error and timestamps.
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "Task id (UUID)")),
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, body = TaskView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -174,7 +174,7 @@ pub async fn create_batch(
 pub async fn get_one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
     let rec = visible_task(&state, &caller, &id).await?;
     Ok(axum::Json(live_view(&state, rec).await))
@@ -187,19 +187,26 @@ pub struct ListParams {
     /// scheduled, queued, running, retrying, completed, dead or cancelled.
     #[param(pattern = "^(scheduled|queued|running|retrying|completed|dead|cancelled)$")]
     pub status: Option<String>,
+    #[param(pattern = "^[^\\x00]*$")]
     pub queue: Option<String>,
+    #[param(pattern = "^[^\\x00]*$")]
     pub name: Option<String>,
     /// RFC 3339; tasks created at or after.
+    #[param(format = DateTime)]
     pub created_after: Option<String>,
     /// RFC 3339; tasks created before.
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
-    /// Full-text search over name, payload text and error messages (web-search syntax).
+    /// Full-text search over name, payload text and error messages (web-search syntax); at most
+    /// 500 characters.
+    #[param(max_length = 500, pattern = "^[^\\x00]*$")]
     pub q: Option<String>,
     /// 1–500, default 50.
     #[serde(default, deserialize_with = "de_opt_num")]
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -230,7 +237,7 @@ pub(crate) fn build_filter(p: ListParams, caller: &Caller) -> ApiResult<TaskFilt
         .map(|c| uuid::Uuid::parse_str(&c).map_err(|_| ApiError::validation("cursor", "is not a cursor returned by this API")))
         .transpose()?;
     let q = p.q.filter(|q| !q.trim().is_empty());
-    if q.as_ref().is_some_and(|q| q.len() > 500) {
+    if q.as_ref().is_some_and(|q| q.chars().count() > 500) {
         return Err(ApiError::validation("q", "must be at most 500 characters"));
     }
     Ok(TaskFilter {
@@ -274,7 +281,7 @@ pub async fn list(
 }
 
 /// Every attempt of a task: worker, timings, outcome, error and stack trace.
-#[utoipa::path(get, path = "/v1/tasks/{id}/attempts", tag = "tasks", params(("id" = String, Path, description = "Task id (UUID)")),
+#[utoipa::path(get, path = "/v1/tasks/{id}/attempts", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, body = AttemptList),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -285,7 +292,7 @@ pub async fn list(
 pub async fn attempts(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<AttemptList>> {
     let rec = visible_task(&state, &caller, &id).await?;
     let attempts = state.chronos.store.attempts(rec.id).await?;
@@ -294,7 +301,7 @@ pub async fn attempts(
 
 /// Cancel: a waiting, scheduled, retrying or dead task is cancelled at once; a running one is
 /// flagged and its handler told (`cancel_requested: true`).
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, description = "Task id (UUID)")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task's new state", body = TaskView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -307,7 +314,7 @@ pub async fn attempts(
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
     let rec = visible_task(&state, &caller, &id).await?;
     let out = state.chronos.engine.cancel(&rec.queue, rec.id, &caller.key_id).await?;
@@ -331,7 +338,7 @@ pub async fn cancel(
 
 /// Retry now: a scheduled, retrying or dead task is queued at once (a dead one with a fresh
 /// attempt budget).
-#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path, description = "Task id (UUID)")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task's new state", body = TaskView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -344,7 +351,7 @@ pub async fn cancel(
 pub async fn retry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
     let rec = visible_task(&state, &caller, &id).await?;
     retry_record(&state, &caller, rec).await.map(axum::Json)
