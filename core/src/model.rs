@@ -366,6 +366,11 @@ impl NewTask {
         {
             return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_IDEMPOTENCY_KEY_LEN} bytes")));
         }
+        if let Schedule::At(at) = self.schedule
+            && !(0..=253_402_300_799_999).contains(&at.timestamp_millis())
+        {
+            return Err(Error::invalid("run_at", "must be between 1970-01-01 and 9999-12-31 (UTC)"));
+        }
         if let Schedule::After(d) = self.schedule
             && d > Duration::from_secs(10 * 365 * 24 * 3600)
         {

@@ -137,6 +137,10 @@ struct Probe {
     scripts: u64,
     redis_cpu_s: f64,
     client_cpu_s: f64,
+    /// CPU seconds of each local Postgres server process by pid (empty when none is visible);
+    /// in a difference, only `pg_cpu_s` is set.
+    pg: HashMap<u32, f64>,
+    pg_cpu_s: f64,
     /// Per command: calls and microseconds (a script's time includes the commands it runs,
     /// which are counted under their own names too).
     by_command: HashMap<String, (u64, u64)>,
@@ -147,7 +151,7 @@ impl Probe {
         let mut conn = engine.connection();
         let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
         let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
-        let mut p = Probe { client_cpu_s: process_cpu_s(), ..Probe::default() };
+        let mut p = Probe { client_cpu_s: process_cpu_s(), pg: postgres_cpu(), ..Probe::default() };
         for line in stats.lines() {
             let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
             let field = |f: &str| -> u64 { rest.split(',').find_map(|kv| kv.strip_prefix(f)).and_then(|c| c.parse().ok()).unwrap_or(0) };
@@ -183,6 +187,8 @@ impl Probe {
             scripts: self.scripts.saturating_sub(before.scripts),
             redis_cpu_s: self.redis_cpu_s - before.redis_cpu_s,
             client_cpu_s: self.client_cpu_s - before.client_cpu_s,
+            pg: HashMap::new(),
+            pg_cpu_s: self.pg.iter().map(|(pid, s)| s - before.pg.get(pid).copied().unwrap_or(0.0)).sum(),
             by_command,
         }
     }
@@ -197,25 +203,45 @@ impl Probe {
         }
     }
 
-    /// Calls, script calls, Redis CPU and client CPU per task.
-    fn report(&self, r: &mut Report, key: &str, label: &str, tasks: usize) {
+    /// Calls, script calls, Redis CPU and client CPU per task (and Postgres CPU with `pg`).
+    fn report(&self, r: &mut Report, key: &str, label: &str, tasks: usize, pg: bool) {
         let n = tasks as f64;
         r.add(format!("{key}_redis_calls_per_task"), format!("{label}: Redis commands / task"), self.calls as f64 / n, "calls", "lower");
         r.add(format!("{key}_scripts_per_task"), format!("{label}: script calls / task"), self.scripts as f64 / n, "calls", "lower");
         r.add(format!("{key}_redis_cpu_us_per_task"), format!("{label}: Redis CPU / task"), self.redis_cpu_s * 1e6 / n, "µs", "lower");
         r.add(format!("{key}_client_cpu_us_per_task"), format!("{label}: client CPU / task"), self.client_cpu_s * 1e6 / n, "µs", "lower");
+        if pg {
+            r.add(format!("{key}_pg_cpu_us_per_task"), format!("{label}: Postgres CPU / task"), self.pg_cpu_s * 1e6 / n, "µs", "lower");
+        }
     }
 }
 
-/// User + system CPU time of this process (all threads), from /proc; 0 where there is none.
-/// /proc counts in clock ticks, which are 100 per second on Linux.
-fn process_cpu_s() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    let Some((_, rest)) = stat.rsplit_once(") ") else { return 0.0 };
+/// Command name and user + system CPU seconds (all threads) of one process, from its
+/// /proc/<pid>/stat. /proc counts in clock ticks, which are 100 per second on Linux.
+fn proc_cpu(stat_path: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let (head, rest) = stat.rsplit_once(") ")?;
+    let comm = head.split_once(" (")?.1.to_owned();
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields 14 (utime) and 15 (stime); `rest` starts at field 3.
-    (tick(11) + tick(12)) / 100.0
+    Some((comm, (tick(11) + tick(12)) / 100.0))
+}
+
+fn process_cpu_s() -> f64 {
+    proc_cpu("/proc/self/stat").map_or(0.0, |(_, s)| s)
+}
+
+/// CPU seconds of each Postgres server process on this machine, by pid. A backend that exits
+/// between two readings takes its time with it; the pools here keep theirs open.
+fn postgres_cpu() -> HashMap<u32, f64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return HashMap::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| match proc_cpu(&format!("/proc/{pid}/stat"))? {
+            (comm, s) if comm == "postgres" => Some((pid, s)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn epoch_ms(t: SystemTime) -> f64 {
@@ -312,17 +338,20 @@ async fn bench_enqueue(o: &Opts, r: &mut Report) -> Result<()> {
     let cost = Probe::take(&env.engine).await?.since(&before);
     let n = o.tasks / BATCH * BATCH;
     r.add("enqueue_bulk_per_s", "enqueue, Engine::enqueue × 1,000 (Redis only)", n as f64 / secs, "tasks/s", "higher");
-    cost.report(r, "enqueue", "enqueue", n);
+    cost.report(r, "enqueue", "enqueue", n, false);
     env.cleanup().await;
 
     let env = TestEnv::new().await;
     env.client.enqueue_batch(vec![NewTask::new("noop", json!({})).queue("warmup")]).await?;
+    let before = Probe::take(&env.engine).await?;
     let t = Instant::now();
     for _ in 0..o.tasks / BATCH {
         env.client.enqueue_batch(noop_tasks(BATCH)).await?;
     }
     let secs = t.elapsed().as_secs_f64();
+    let cost = Probe::take(&env.engine).await?.since(&before);
     r.add("enqueue_e2e_per_s", "enqueue, Chronos::enqueue_batch × 1,000 (Postgres + Redis)", n as f64 / secs, "tasks/s", "higher");
+    cost.report(r, "enqueue_e2e", "enqueue_batch", n, true);
     env.cleanup().await;
     Ok(())
 }
@@ -376,7 +405,7 @@ async fn bench_drain(o: &Opts, concurrency: usize, audit: bool, r: &mut Report) 
         }
     }
     let cost = Probe::take(&env.engine).await?.since(&before);
-    cost.report(r, &key, &label, n);
+    cost.report(r, &key, &label, n, audit);
     if o.commandstats {
         cost.print_by_command(&label, n);
     }

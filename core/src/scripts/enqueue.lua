@@ -3,7 +3,8 @@
 -- KEYS[1] ready    sorted set, score = (100 - priority) * 2^46 + seq  (ZPOPMIN = highest priority, FIFO)
 -- KEYS[2] delayed  sorted set, score = due time (ms)
 -- KEYS[3] seq      counter giving FIFO order within a priority
--- KEYS[4] wake     list that blocked workers BLPOP on
+-- KEYS[4] wake     list that blocked workers BLPOP on; a few tokens suffice, because a worker that
+--                  claims and leaves work behind wakes the next one (claim.lua)
 -- ARGV[1] key prefix of this queue, "<ns>:{<queue>}:" (task hashes and idempotency keys live under it)
 -- ARGV[2] idempotency retention (ms)
 -- ARGV[3] number of tasks; then 11 fields per task:
@@ -48,7 +49,7 @@ for i = 0, n - 1 do
       redis.call('HSET', tkey, 'n', name, 'p', payload, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,
         'bk', bk, 'to', to, 'st', 'queued', 'ik', ik, 'ca', now, 'ra', now)
       redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
-      if not woke and redis.call('LLEN', wake) < 1000 then
+      if not woke and redis.call('LLEN', wake) < 8 then
         redis.call('LPUSH', wake, '1')
         woke = true
       end

@@ -36,7 +36,7 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if requeued > 0 and redis.call('LLEN', wake) < 1000 then redis.call('LPUSH', wake, '1') end
+if requeued > 0 and redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
 local nxt = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
 local deadline = -1
 if nxt[2] then deadline = tonumber(nxt[2]) end

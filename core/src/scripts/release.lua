@@ -28,6 +28,6 @@ for i = 3, #ARGV, 2 do
 end
 if #back > 0 then
   redis.call('XADD', outbox, '*', 'k', 'B', 't', now, 'w', worker, 'x', table.concat(back, ','))
-  if redis.call('LLEN', wake) < 1000 then redis.call('LPUSH', wake, '1') end
+  if redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
 end
 return out

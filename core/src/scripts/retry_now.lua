@@ -29,5 +29,5 @@ local seq = redis.call('INCR', seqkey)
 redis.call('ZADD', ready, (100 - tonumber(f[2])) * 70368744177664 + seq, id)
 redis.call('HSET', tkey, 'st', 'queued', 'ra', now)
 redis.call('XADD', outbox, '*', 'k', 'R', 't', now, 'i', id, 'by', actor, 'st', st)
-if redis.call('LLEN', wake) < 1000 then redis.call('LPUSH', wake, '1') end
+if redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
 return {'queued', st}
