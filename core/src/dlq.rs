@@ -123,9 +123,17 @@ pub async fn forward_pending(engine: &Engine, dlq: &Dlq) -> Result<usize> {
             }
             let mut pipe = redis::pipe();
             for (id, _) in &ids {
-                pipe.cmd("HMGET").arg(k.task(id)).arg(&["n", "p", "a", "le", "fa"]);
+                pipe.cmd("HMGET").arg(k.task(id)).arg(&["n", "a", "le", "fa"]);
+                pipe.cmd("GET").arg(k.payload(id));
             }
-            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let mut rows = Vec::with_capacity(ids.len());
+            for pair in replies.chunks(2) {
+                let mut f: Vec<Option<String>> = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
+                let p: Option<String> = redis::from_redis_value(pair[1].clone()).unwrap_or_default();
+                f.insert(1, p);
+                rows.push(f);
+            }
             let mut letters = Vec::with_capacity(ids.len());
             let mut gone = Vec::new();
             for ((id, died), row) in ids.iter().zip(rows) {

@@ -47,6 +47,11 @@ impl QueueKeys {
         format!("{}t:{id}", self.prefix)
     }
 
+    /// The payload of task `id` (a string of its own, so the task hash stays compact).
+    pub fn payload(&self, id: &str) -> String {
+        format!("{}p:{id}", self.prefix)
+    }
+
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)
     }

@@ -1,4 +1,5 @@
--- ack: complete a batch of running tasks. A completed task leaves Redis; Postgres keeps its record.
+-- ack: complete a batch of running tasks. A completed task (hash and payload) leaves Redis;
+-- Postgres keeps its record.
 --
 -- KEYS[1] active  KEYS[2] outbox
 -- ARGV[1] key prefix  ARGV[2] worker id  then pairs: id, fencing token
@@ -14,7 +15,7 @@ for i = 3, #ARGV, 2 do
   local f = redis.call('HMGET', tkey, 'tok', 'st', 'a')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
-    redis.call('DEL', tkey)
+    redis.call('DEL', tkey, prefix .. 'p:' .. id)
     done[#done + 1] = id .. ':' .. f[3]
     out[#out + 1] = 1
   else

@@ -29,6 +29,6 @@ elseif st == 'dead' then
   redis.call('ZREM', dead, id)
   redis.call('ZREM', dlq, id)
 end
-redis.call('DEL', tkey)
+redis.call('DEL', tkey, prefix .. 'p:' .. id)
 redis.call('XADD', outbox, '*', 'k', 'X', 't', now, 'i', id, 'a', f[3] or 0, 'by', actor, 'st', st)
 return {'cancelled', st}

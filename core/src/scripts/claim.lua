@@ -33,31 +33,37 @@ local out = {now, -1, 0}
 local count = 0
 if max > 0 and redis.call('EXISTS', paused) == 0 then
   local popped = redis.call('ZPOPMIN', ready, max)
-  local claimed = {}
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local tkey = prefix .. 't:' .. id
-    local f = redis.call('HMGET', tkey, 'ma', 'n', 'p', 'to', 'bk', 'ik')
-    if f[2] then
-      local a = redis.call('HINCRBY', tkey, 'a', 1)
-      local tok = redis.call('INCR', tokkey)
-      redis.call('HSET', tkey, 'st', 'running', 'tok', tok, 'w', worker, 'ls', now)
-      redis.call('ZADD', active, now + lease, id)
-      out[#out + 1] = id
-      out[#out + 1] = tok
-      out[#out + 1] = a
-      out[#out + 1] = f[1]
-      out[#out + 1] = f[2]
-      out[#out + 1] = f[3]
-      out[#out + 1] = f[4]
-      out[#out + 1] = f[5]
-      out[#out + 1] = f[6]
-      claimed[#claimed + 1] = id .. ':' .. a
-      count = count + 1
+  if #popped > 0 then
+    -- One INCRBY reserves a fencing token for every popped task; one ZADD leases them all.
+    local tok = redis.call('INCRBY', tokkey, #popped / 2) - #popped / 2
+    local claimed, lease_args = {}, {}
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local tkey = prefix .. 't:' .. id
+      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik')
+      tok = tok + 1
+      if f[3] then
+        local a = tonumber(f[1]) + 1
+        redis.call('HSET', tkey, 'a', a, 'st', 'running', 'tok', tok, 'w', worker, 'ls', now)
+        lease_args[#lease_args + 1] = now + lease
+        lease_args[#lease_args + 1] = id
+        out[#out + 1] = id
+        out[#out + 1] = tok
+        out[#out + 1] = a
+        out[#out + 1] = f[2]
+        out[#out + 1] = f[3]
+        out[#out + 1] = redis.call('GET', prefix .. 'p:' .. id) or 'null'
+        out[#out + 1] = f[4]
+        out[#out + 1] = f[5]
+        out[#out + 1] = f[6]
+        claimed[#claimed + 1] = id .. ':' .. a
+        count = count + 1
+      end
     end
-  end
-  if count > 0 then
-    redis.call('XADD', outbox, '*', 'k', 'c', 't', now, 'w', worker, 'x', table.concat(claimed, ','))
+    if count > 0 then
+      redis.call('ZADD', active, unpack(lease_args))
+      redis.call('XADD', outbox, '*', 'k', 'c', 't', now, 'w', worker, 'x', table.concat(claimed, ','))
+    end
   end
   -- Pass the baton: work is left, so wake another idle worker.
   if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then

@@ -24,7 +24,7 @@ local a, ma = tonumber(f[3]), tonumber(f[4])
 redis.call('ZREM', active, id)
 
 if outcome == 'cancelled' then
-  redis.call('DEL', tkey)
+  redis.call('DEL', tkey, prefix .. 'p:' .. id)
   redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker)
   return {'cancelled', now}
 end
