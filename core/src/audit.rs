@@ -434,7 +434,11 @@ impl AuditWriter {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "audit writer: batch not written; will retry");
-                    if matches!(e, crate::Error::Redis(_)) {
+                    if let crate::Error::Redis(re) = &e {
+                        // The stream or group vanished (Redis lost its data): create them again.
+                        if re.code() == Some("NOGROUP") {
+                            self.groups.lock().unwrap().clear();
+                        }
                         conn = None;
                     }
                     tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = stop.changed() => {} }

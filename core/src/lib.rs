@@ -9,6 +9,7 @@
 //! - [`store`] — Postgres: task rows (written before enqueue returns), attempts, idempotency keys.
 //! - [`audit`] — the outbox drain: Redis stream → Postgres in batches, acked after commit.
 //! - [`dlq`] — the SQS dead-letter queue and the forwarder that never drops a letter.
+//! - [`reconcile`] — rebuilds the queues from Postgres when Redis lost its data (`restore.lua`).
 //! - [`client`] — [`client::Chronos`], the producer API (Postgres first, then Redis).
 //! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
 //!   that decides what a role may do.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod queue;
+pub mod reconcile;
 pub mod store;
 
 pub use client::{Chronos, Submitted};

@@ -408,3 +408,48 @@ pub async fn start_api(env: &TestEnv, dlq: Option<Dlq>) -> RunningApi {
     });
     RunningApi { base, app, http: reqwest::Client::new(), task }
 }
+
+/// A Redis server of the test's own on a free port, which the test may flush or restart.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "private redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestEnv {
+    /// A fresh database on the shared Postgres and a namespace on the Redis at `redis_url`.
+    pub async fn with_redis(redis_url: &str) -> TestEnv {
+        let mut env = TestEnv::new().await;
+        env.engine = Engine::connect(redis_url, &env.namespace).await.expect("connect to Redis");
+        env.client = Chronos::new(env.engine.clone(), env.store.clone(), 256 * 1024, Duration::from_secs(3600));
+        env
+    }
+}

@@ -89,3 +89,58 @@ async fn dead_letters_wait_while_sqs_is_unreachable_and_are_sent_when_it_returns
     w.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_loses_all_its_data_the_queues_are_rebuilt_from_postgres_and_every_task_completes() {
+    let redis = chronos_tests::PrivateRedis::start();
+    let env = TestEnv::with_redis(&redis.url()).await;
+    let mut cfg = worker_config(&["default", "other"]);
+    cfg.concurrency = 4;
+    let w = start_worker(&env, diag_registry(), cfg, None);
+    // Work of every kind in flight: done, running, waiting, scheduled, retrying, dead.
+    let done = env.client.enqueue(NewTask::new("noop", json!({}))).await.unwrap().id;
+    wait_until(Duration::from_secs(10), "first task completed", || async { env.status(done).await == "completed" }).await;
+    let dead = env.client.enqueue(NewTask::new("fail", json!({ "times": 1, "permanent": true }))).await.unwrap().id;
+    wait_until(Duration::from_secs(10), "dead task recorded", || async { env.status(dead).await == "dead" }).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let t = NewTask::new("sleep", json!({ "ms": 400 })).queue(if i % 2 == 0 { "default" } else { "other" });
+        ids.push(env.client.enqueue(t).await.unwrap().id);
+    }
+    ids.push(env.client.enqueue(NewTask::new("noop", json!({})).delay(Duration::from_millis(1500))).await.unwrap().id);
+    ids.push(
+        env.client
+            .enqueue(NewTask::new("fail", json!({ "times": 1 })).backoff(chronos_core::Backoff::fixed(Duration::from_millis(1200))))
+            .await
+            .unwrap()
+            .id,
+    );
+    wait_until(Duration::from_secs(10), "tasks running", || async {
+        let (a, b) = (env.engine.counts("default").await.unwrap(), env.engine.counts("other").await.unwrap());
+        a.running + b.running > 0
+    })
+    .await;
+
+    // Redis loses everything (a restart without persistence).
+    let mut conn = env.engine.connection();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    wait_until(Duration::from_secs(30), "every task completed after the rebuild", || async {
+        let mut all = true;
+        for id in &ids {
+            all &= env.status(*id).await == "completed";
+        }
+        all
+    })
+    .await;
+    assert_eq!(env.status(done).await, "completed", "a finished task is not run again");
+    let done_attempts = env.store.attempts(done).await.unwrap().len();
+    assert_eq!(done_attempts, 1);
+    assert_eq!(
+        env.engine.task_fields("default", dead).await.unwrap().get("st").map(String::as_str),
+        Some("dead"),
+        "dead tasks are back for inspection and redrive"
+    );
+    w.stop().await;
+    env.cleanup().await;
+}

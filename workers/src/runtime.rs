@@ -123,7 +123,7 @@ impl Worker {
 
         let acker = tokio::spawn(run_acker(shared.clone(), ack_rx));
         let heart = tokio::spawn(run_heartbeat(shared.clone(), stop_rx.clone()));
-        let reaper = tokio::spawn(run_reaper(shared.clone(), stop_rx.clone()));
+        let reaper = tokio::spawn(run_reaper(shared.clone(), store.clone(), stop_rx.clone()));
         let stop_rx = stop_bg_rx;
         let mut background: Vec<JoinHandle<()>> = Vec::new();
         let dead_seen = Arc::new(Notify::new());
@@ -498,12 +498,26 @@ async fn run_heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn run_reaper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Every lease quarter (at most every second): requeue expired leases, and check that Redis
+/// still holds its state (rebuilding it from Postgres when Redis lost its data).
+async fn run_reaper(shared: Arc<Shared>, store: Option<Store>, mut stop: watch::Receiver<bool>) {
     let every = (shared.cfg.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
+        }
+        if let Some(store) = &store {
+            match chronos_core::reconcile::ensure_redis_state(&shared.engine, store, &shared.cfg.worker_id).await {
+                Ok(Some(n)) => {
+                    tracing::info!(restored = n, "Redis state checked and rebuilt from Postgres");
+                    for q in &shared.cfg.queues {
+                        let _ = shared.engine.register_queue(q).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "could not check Redis state; will retry"),
+            }
         }
         for q in &shared.cfg.queues {
             match shared.engine.reap(q, 1000).await {

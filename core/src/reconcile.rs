@@ -1,0 +1,130 @@
+//! Rebuilding Redis from Postgres after Redis lost its data (a restart without persistence, a
+//! failover to an empty replica, a flush). Postgres holds every accepted task, so nothing
+//! accepted is lost: the queues are rebuilt and the tasks run (a task that was running runs
+//! again — at-least-once).
+//!
+//! Detection: an epoch key is set once Redis holds the namespace's state. A worker that finds no
+//! epoch key waits until every audit outbox is drained (so Postgres is up to date), takes a
+//! short lock (the epoch key itself, `SET NX PX`) and restores every live and dead task from
+//! Postgres with `restore.lua`, which leaves alone any task already in Redis. The first worker
+//! of a new namespace does the same and finds nothing to restore.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::queue::Engine;
+use crate::store::Store;
+
+static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/restore.lua")));
+
+/// How long a rebuild may hold the lock before another worker may take over.
+const REBUILD_LOCK: Duration = Duration::from_secs(60);
+const PAGE: i64 = 500;
+
+fn epoch_key(namespace: &str) -> String {
+    format!("{namespace}:epoch")
+}
+
+/// Check that Redis still holds this namespace's state; rebuild it from Postgres when it does
+/// not. Returns the number of tasks restored when this call rebuilt, `None` otherwise. Cheap
+/// when all is well (one GET), so workers call it every second.
+pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) -> Result<Option<usize>> {
+    let ns = engine.namespace().to_owned();
+    let mut conn = engine.connection();
+    let epoch: Option<String> = redis::cmd("GET").arg(epoch_key(&ns)).query_async(&mut conn).await?;
+    if epoch.as_deref() == Some("ok") {
+        return Ok(None);
+    }
+    if epoch.is_some() {
+        return Ok(None); // another worker is rebuilding
+    }
+    // Rebuild only once every outbox is drained: then Postgres has every transition that
+    // happened before this moment, and a task it lists as live but Redis lacks was lost with
+    // Redis. (After a real data loss the outboxes are gone too; while Postgres is down they
+    // grow, and the check waits.)
+    let mut queues = engine.queues().await?;
+    queues.extend(store.queue_names().await?);
+    queues.sort();
+    queues.dedup();
+    for q in &queues {
+        let pending: u64 = redis::cmd("XLEN").arg(engine.keys(q).outbox).query_async(&mut conn).await?;
+        if pending > 0 {
+            return Ok(None);
+        }
+    }
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(epoch_key(&ns))
+        .arg(format!("rebuilding by {worker}"))
+        .arg("NX")
+        .arg("PX")
+        .arg(REBUILD_LOCK.as_millis() as u64)
+        .query_async(&mut conn)
+        .await?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    let restored = rebuild(engine, store).await?;
+    let _: () = redis::cmd("SET").arg(epoch_key(&ns)).arg("ok").query_async(&mut conn).await?;
+    if restored > 0 {
+        tracing::warn!(restored, "Redis had lost its data: queues rebuilt from Postgres");
+    }
+    Ok(Some(restored))
+}
+
+/// Restore every scheduled, queued, running, retrying and dead task from Postgres.
+pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
+    let mut restored = 0;
+    let mut after = Uuid::nil();
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, queue, name, payload::text AS payload, priority, attempts, max_attempts, backoff, timeout_ms,
+                    coalesce(idempotency_key, '') AS ik, status, (extract(epoch FROM run_at) * 1000)::int8 AS ra
+             FROM tasks WHERE status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND id > $1
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(store.pool())
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.get("id");
+        let full_page = rows.len() as i64 == PAGE;
+        let mut by_queue: std::collections::HashMap<String, Vec<&sqlx::postgres::PgRow>> = Default::default();
+        for r in &rows {
+            by_queue.entry(r.get("queue")).or_default().push(r);
+        }
+        for (queue, rows) in by_queue {
+            engine.register_queue(&queue).await?;
+            let k = engine.keys(&queue);
+            let mut inv = RESTORE.prepare_invoke();
+            inv.key(&k.ready).key(&k.delayed).key(&k.retry).key(&k.dead).key(&k.seq).key(&k.wake).arg(&k.prefix).arg(rows.len());
+            for r in rows {
+                let backoff: serde_json::Value = r.get("backoff");
+                let backoff = serde_json::from_value::<crate::model::Backoff>(backoff).unwrap_or_default();
+                inv.arg(r.get::<Uuid, _>("id").to_string())
+                    .arg(r.get::<String, _>("name"))
+                    .arg(r.get::<String, _>("payload"))
+                    .arg(r.get::<i16, _>("priority"))
+                    .arg(r.get::<i32, _>("attempts"))
+                    .arg(r.get::<i32, _>("max_attempts"))
+                    .arg(backoff.encode())
+                    .arg(r.get::<i64, _>("timeout_ms"))
+                    .arg(r.get::<String, _>("ik"))
+                    .arg(r.get::<String, _>("status"))
+                    .arg(r.get::<i64, _>("ra"));
+            }
+            let mut conn = engine.connection();
+            let n: usize = inv.invoke_async(&mut conn).await?;
+            restored += n;
+        }
+        if !full_page {
+            break;
+        }
+    }
+    Ok(restored)
+}

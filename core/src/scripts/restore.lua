@@ -1,0 +1,42 @@
+-- restore: put tasks back into a queue from their Postgres record after Redis lost its data.
+-- A task already live in Redis is left alone, so running this twice (or beside live traffic)
+-- changes nothing. A task that was running is put back as ready: its attempt counts as lost.
+--
+-- KEYS[1] ready  KEYS[2] delayed  KEYS[3] retry  KEYS[4] dead  KEYS[5] seq  KEYS[6] wake
+-- ARGV[1] key prefix  ARGV[2] number of tasks; then 11 fields per task:
+--         id, name, payload, priority, attempts, max_attempts, backoff, timeout_ms,
+--         idempotency key, status (Postgres), run_at (epoch ms)
+-- Returns: how many tasks were restored
+local ready, delayed, retry, dead, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix, n = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local SHIFT = 70368744177664 -- 2^46
+local restored = 0
+for i = 0, n - 1 do
+  local b = 2 + i * 11
+  local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local pr, a, ma, bk, to, ik = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+  local st, ra = ARGV[b + 10], tonumber(ARGV[b + 11])
+  local tkey = prefix .. 't:' .. id
+  if redis.call('EXISTS', tkey) == 0 then
+    local status, set, score = 'queued', ready, nil
+    if st == 'dead' then
+      status, set, score = 'dead', dead, now
+    elseif (st == 'scheduled' or st == 'retrying') and ra > now then
+      status, set, score = st, delayed, ra
+      if st == 'retrying' then set = retry end
+    else
+      score = (100 - pr) * SHIFT + redis.call('INCR', seqkey)
+    end
+    -- A running attempt was lost with Redis: it counts, but never leaves the task without one.
+    if st == 'running' and a >= ma then ma = a + 1 end
+    redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', a, 'ma', ma, 'mb', ma, 'bk', bk, 'to', to,
+      'st', status, 'ik', ik, 'ca', now, 'ra', ra)
+    redis.call('SET', prefix .. 'p:' .. id, payload)
+    redis.call('ZADD', set, score, id)
+    restored = restored + 1
+  end
+end
+if restored > 0 and redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
+return restored
