@@ -13,18 +13,31 @@ async fn with_postgres_down_processing_continues_and_every_transition_arrives_af
     let pg = PrivatePostgres::start();
     let env = TestEnv::with_admin_url(&pg.admin_url()).await;
     const N: usize = 600;
+    // Every third task fails once; the rest take 20 ms: about 2 s of work at concurrency 8.
     let tasks: Vec<NewTask> = (0..N)
-        .map(|i| {
-            NewTask::new("fail", json!({ "times": (i % 3 == 0) as u32 })).backoff(chronos_core::Backoff::fixed(Duration::from_millis(20)))
+        .map(|i| match i % 3 {
+            0 => NewTask::new("fail", json!({ "times": 1 })).backoff(chronos_core::Backoff::fixed(Duration::from_millis(20))),
+            _ => NewTask::new("sleep", json!({ "ms": 20 })),
         })
         .collect();
     for chunk in tasks.chunks(200) {
         env.client.enqueue_batch(chunk.to_vec()).await.unwrap();
     }
-    pg.down();
     let mut cfg = worker_config(&["default"]);
     cfg.concurrency = 8;
     let w = start_worker(&env, diag_registry(), cfg, None);
+    // Under load: stop Postgres once part of the work is recorded.
+    wait_until(Duration::from_secs(30), "some tasks completed in Postgres", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tasks WHERE status = 'completed'")
+            .fetch_one(env.store.pool())
+            .await
+            .map(|n| n >= 50)
+            .unwrap_or(false)
+    })
+    .await;
+    pg.down();
+    let left = env.engine.counts("default").await.unwrap();
+    assert!(left.waiting > 100, "Postgres stopped while work remained: {left:?}");
 
     // Postgres is down: the queue drains anyway.
     wait_until(Duration::from_secs(60), "queue drained with Postgres down", || async {
