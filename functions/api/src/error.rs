@@ -118,3 +118,62 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Problem responses shared by many operations, declared once for the OpenAPI spec.
+fn problems(list: &[(u16, &str)]) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    list.iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+            (
+                status.to_string(),
+                ResponseBuilder::new().description(*description).content("application/problem+json", content).build().into(),
+            )
+        })
+        .collect()
+}
+
+macro_rules! problem_set {
+    ($(#[$doc:meta])* $name:ident: $($status:literal => $desc:literal),+ $(,)?) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+                problems(&[$(($status, $desc)),+])
+            }
+        }
+    };
+}
+
+problem_set!(
+    /// Every `/v1` operation: no key, a role that may not, a store down.
+    AuthErrors:
+    401 => "No valid API key",
+    403 => "The key's role may not do this",
+    503 => "A store is unavailable; nothing was changed; retry",
+);
+problem_set!(
+    /// Operations that read a JSON body.
+    BodyErrors:
+    400 => "Malformed JSON",
+    413 => "Body too large",
+    415 => "Not JSON",
+    422 => "A field is invalid; `field` names it (e.g. tasks[3].priority)",
+);
+problem_set!(
+    /// Operations with query parameters or a named path segment.
+    InputErrors:
+    400 => "Malformed query string or path",
+    422 => "A parameter is invalid; `field` names it",
+);
+problem_set!(
+    /// Operations on one resource by id.
+    IdErrors:
+    400 => "Malformed id",
+    404 => "Not found (or, for a producer key, not its own)",
+);
+problem_set!(
+    /// State-changing actions the current state may not allow.
+    StateErrors:
+    409 => "The current state does not allow it; `detail` says why",
+);

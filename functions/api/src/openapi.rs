@@ -16,6 +16,7 @@ use crate::routes::{dlq, keys, queues, system, tasks};
         keys::create, keys::list, keys::revoke,
         system::healthz, system::metrics,
     ),
+    components(schemas(crate::error::Problem)),
     modifiers(&Security),
     tags((name = "tasks"), (name = "queues"), (name = "dlq", description = "Dead-letter queue"), (name = "keys", description = "API keys (admin)"), (name = "system"))
 )]

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use super::tasks::{live_view, page, retry_record, visible_task};
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, IdErrors, InputErrors, StateErrors};
 use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
 use crate::views::{RedriveFilter, RedriveResult, TaskPage, TaskView};
 
@@ -41,11 +41,7 @@ pub struct DlqParams {
 #[utoipa::path(get, path = "/v1/dlq", tag = "dlq", params(DlqParams),
     responses(
         (status = 200, body = TaskPage),
-        (status = 400, description = "Malformed query string", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not read the DLQ", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, InputErrors,
     ))]
 pub async fn list(State(state): State<AppState>, StrictQuery(p): StrictQuery<DlqParams>) -> ApiResult<axum::Json<TaskPage>> {
     let limit = p.limit.unwrap_or(50);
@@ -127,12 +123,7 @@ async fn remove_letters(state: &AppState, ids: &HashSet<String>) -> usize {
 #[utoipa::path(post, path = "/v1/dlq/{id}/redrive", tag = "dlq", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task, queued again", body = TaskView),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not redrive", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task is not dead", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, IdErrors, StateErrors,
     ))]
 pub async fn redrive_one(
     State(state): State<AppState>,
@@ -153,13 +144,7 @@ pub async fn redrive_one(
 #[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = RedriveFilter,
     responses(
         (status = 200, body = RedriveResult),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not redrive", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors,
     ))]
 pub async fn redrive_all(
     State(state): State<AppState>,

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use chronos_core::access::{Caller, Role};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, IdErrors};
 use crate::json::{StrictJson, StrictPath};
 use crate::views::{CreateKey, CreatedKey, KeyList, KeyView};
 
@@ -15,13 +15,7 @@ use crate::views::{CreateKey, CreatedKey, KeyList, KeyView};
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses(
         (status = 201, body = CreatedKey),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Only admins manage keys", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -42,9 +36,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     responses(
         (status = 200, body = KeyList),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Only admins manage keys", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
     ))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<KeyList>> {
     let keys = state.chronos.store.list_keys().await?;
@@ -55,11 +47,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<KeyList
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, format = Uuid, description = "Key id (UUID)")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Only admins manage keys", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No live key with this id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, IdErrors,
     ))]
 pub async fn revoke(
     State(state): State<AppState>,

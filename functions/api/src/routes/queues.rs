@@ -7,7 +7,7 @@ use chronos_core::access::Caller;
 use chronos_core::model::validate_queue_name;
 
 use crate::AppState;
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiResult, AuthErrors, InputErrors};
 use crate::json::StrictPath;
 use crate::views::{QueueList, QueueView};
 
@@ -33,9 +33,7 @@ async fn view(state: &AppState, name: &str) -> ApiResult<QueueView> {
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses(
         (status = 200, body = QueueList),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not read queues", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors,
     ))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<QueueList>> {
     let mut names = state.chronos.engine.queues().await?;
@@ -77,11 +75,7 @@ async fn set_paused(state: &AppState, caller: &Caller, queue: &str, paused: bool
 #[utoipa::path(post, path = "/v1/queues/{queue}/pause", tag = "queues", params(("queue" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "Queue name: 1–64 of A–Z a–z 0–9 _ - .")),
     responses(
         (status = 200, body = QueueView),
-        (status = 400, description = "Malformed path", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not pause queues", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a valid queue name", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, InputErrors,
     ))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -95,11 +89,7 @@ pub async fn pause(
 #[utoipa::path(post, path = "/v1/queues/{queue}/resume", tag = "queues", params(("queue" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "Queue name: 1–64 of A–Z a–z 0–9 _ - .")),
     responses(
         (status = 200, body = QueueView),
-        (status = 400, description = "Malformed path", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not resume queues", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a valid queue name", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, InputErrors,
     ))]
 pub async fn resume(
     State(state): State<AppState>,

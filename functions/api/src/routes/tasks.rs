@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 
 use super::parse_id;
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, IdErrors, InputErrors, StateErrors};
 use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
 use crate::views::*;
 
@@ -90,13 +90,7 @@ pub(crate) async fn visible_task(state: &AppState, caller: &Caller, id: &str) ->
     responses(
         (status = 201, description = "Created", body = TaskView),
         (status = 200, description = "The idempotency key named an existing task; no second task was created", body = TaskView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not create tasks", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable; nothing was accepted; retry", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -118,13 +112,7 @@ pub async fn create(
 #[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = CreateBatch,
     responses(
         (status = 201, description = "Created (items whose idempotency key named an existing task say `created: false`)", body = BatchResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not create tasks", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A task is invalid; `field` names it, e.g. tasks[3].priority", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable; nothing was accepted; retry", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors,
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -166,10 +154,7 @@ pub async fn create_batch(
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, body = TaskView),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task (or not yours, for a producer key)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, IdErrors,
     ))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -264,10 +249,7 @@ pub(crate) fn page(mut tasks: Vec<TaskRecord>, limit: i64) -> (Vec<TaskRecord>, 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListParams),
     responses(
         (status = 200, body = TaskPage),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter is invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed query string", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, InputErrors,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -284,10 +266,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/tasks/{id}/attempts", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, body = AttemptList),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, IdErrors,
     ))]
 pub async fn attempts(
     State(state): State<AppState>,
@@ -304,12 +283,7 @@ pub async fn attempts(
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task's new state", body = TaskView),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not cancel", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state does not allow it, e.g. completed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, IdErrors, StateErrors,
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -341,12 +315,7 @@ pub async fn cancel(
 #[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task's new state", body = TaskView),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role may not retry", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task's state does not allow it, e.g. running or completed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A store is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthErrors, IdErrors, StateErrors,
     ))]
 pub async fn retry(
     State(state): State<AppState>,
