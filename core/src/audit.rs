@@ -19,6 +19,9 @@ use crate::queue::Engine;
 use crate::store::Store;
 
 const GROUP: &str = "audit";
+/// Below this many entries a batch is small: wait [`GATHER`] before the next read.
+const SMALL_BATCH: usize = 64;
+const GATHER: Duration = Duration::from_millis(15);
 /// Entries another writer took but never acked (it died) are taken over after this long.
 /// A live writer re-reads its own pending entries (which resets their idle time), so only a
 /// dead writer's entries ever get this old.
@@ -431,7 +434,14 @@ impl AuditWriter {
             // writer adopts it. The blocking read bounds how long this takes.
             let r = self.drain_once(c, Duration::from_millis(250)).await;
             match r {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    // A trickle of transitions would cost a Postgres transaction each; let a
+                    // few milliseconds' worth gather so a commit carries a batch.
+                    if n > 0 && n < SMALL_BATCH {
+                        tokio::time::sleep(GATHER).await;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "audit writer: batch not written; will retry");
                     if let crate::Error::Redis(re) = &e {
