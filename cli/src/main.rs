@@ -125,8 +125,9 @@ async fn run(cli: Cli) -> Result<()> {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let api_stop = wait_true(rx.clone());
             let worker_stop = wait_true(rx);
+            let sig = shutdown_signal();
             let signal = tokio::spawn(async move {
-                shutdown_signal().await;
+                sig.await;
                 let _ = tx.send(true);
             });
             let (a, w) = tokio::join!(run_api(&core, api_stop), run_worker(&core, true, worker_stop));
@@ -267,12 +268,17 @@ async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Fu
     Ok(())
 }
 
-/// Resolves on SIGTERM (ECS stopping the task) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (ECS stopping the task) or SIGINT (Ctrl-C). The handlers are installed
+/// when this is called, not when the future is first polled: a SIGTERM that arrives while the
+/// worker is busy claiming must still mean "drain", never the default "die at once".
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
     }
 }

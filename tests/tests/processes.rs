@@ -40,6 +40,13 @@ async fn workers_killed_with_sigkill_mid_task_lose_none_of_two_thousand_tasks() 
         count(&env, "SELECT count(*) FROM tasks WHERE status = 'completed'").await == N as i64
     })
     .await;
+    // A killed worker may have died holding outbox entries it had read but not committed;
+    // another writer adopts them after a while. Every transition is in Postgres once the
+    // outbox is empty (entries are deleted only after commit).
+    wait_until(Duration::from_secs(60), "outbox drained into Postgres", || async {
+        env.engine.counts("default").await.unwrap().outbox == 0
+    })
+    .await;
     let attempts = count(&env, "SELECT count(*) FROM task_attempts").await;
     let lost = count(&env, "SELECT count(*) FROM task_attempts WHERE outcome = 'lost'").await;
     let rerun = count(&env, "SELECT count(*) FROM tasks WHERE attempts > 1").await;
@@ -58,7 +65,7 @@ async fn workers_killed_with_sigkill_mid_task_lose_none_of_two_thousand_tasks() 
     let c = env.engine.counts("default").await.unwrap();
     assert_eq!((c.waiting, c.delayed, c.retrying, c.running, c.dead), (0, 0, 0, 0, 0), "queue drained: {c:?}");
     for w in &mut workers {
-        w.start_kill().unwrap();
+        let _ = w.start_kill();
     }
     env.cleanup().await;
 }
