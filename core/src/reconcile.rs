@@ -7,7 +7,9 @@
 //! epoch key waits until every audit outbox is drained (so Postgres is up to date), takes a
 //! short lock (the epoch key itself, `SET NX PX`) and restores every live and dead task from
 //! Postgres with `restore.lua`, which leaves alone any task already in Redis. The first worker
-//! of a new namespace does the same and finds nothing to restore.
+//! of a new namespace does the same and finds nothing to restore. Workers starting up wait for
+//! the rebuild before they claim ([`settle_before_claiming`]); after a data loss in mid-run,
+//! tasks that complete while the rebuild runs may run once more (at-least-once).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -127,4 +129,28 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
         }
     }
     Ok(restored)
+}
+
+/// Before a worker starts claiming: make sure Redis holds the namespace's state, rebuilding it
+/// (or waiting while another worker rebuilds it) first, so no task can complete and then be
+/// restored by a rebuild running beside it. Gives up after the rebuild lock's lifetime, and at
+/// once when Postgres is unreachable: workers keep working through a Postgres outage.
+pub async fn settle_before_claiming(engine: &Engine, store: &Store, worker: &str) {
+    let deadline = tokio::time::Instant::now() + REBUILD_LOCK;
+    loop {
+        match ensure_redis_state(engine, store, worker).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check Redis state before claiming; starting anyway");
+                return;
+            }
+        }
+        let mut conn = engine.connection();
+        let epoch: Option<String> = redis::cmd("GET").arg(epoch_key(engine.namespace())).query_async(&mut conn).await.unwrap_or(None);
+        if epoch.as_deref() == Some("ok") || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        // Another worker is rebuilding, or the outboxes are still draining.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

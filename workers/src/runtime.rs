@@ -103,6 +103,9 @@ impl Worker {
 
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
         let Worker { engine, registry, cfg, store, dlq, stats } = self;
+        if let Some(store) = &store {
+            chronos_core::reconcile::settle_before_claiming(&engine, store, &cfg.worker_id).await;
+        }
         for q in &cfg.queues {
             engine.register_queue(q).await?;
         }
