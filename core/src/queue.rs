@@ -476,6 +476,19 @@ impl Engine {
         Ok(redis::cmd("HGETALL").arg(self.keys(queue).task(&id.to_string())).query_async(&mut conn).await?)
     }
 
+    /// [`Engine::task_fields`] for many tasks in one round trip.
+    pub async fn task_fields_many(&self, tasks: &[(&str, TaskId)]) -> Result<Vec<HashMap<String, String>>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (queue, id) in tasks {
+            pipe.cmd("HGETALL").arg(self.keys(queue).task(&id.to_string()));
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     /// Block on `conn` until new work may be available in any of `queues`, or `timeout` passes.
     /// Returns true when woken by a signal.
     pub async fn wait_for_work(&self, conn: &mut MultiplexedConnection, queues: &[String], timeout: Duration) -> Result<bool> {

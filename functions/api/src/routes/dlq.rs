@@ -11,7 +11,7 @@ use chronos_core::store::TaskFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::tasks::{live_view, page, retry_record, visible_task};
+use super::tasks::{live_view, live_views, page, retry_record, visible_task};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, IdErrors, InputErrors, StateErrors};
 use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
@@ -56,10 +56,7 @@ pub async fn list(State(state): State<AppState>, StrictQuery(p): StrictQuery<Dlq
         TaskFilter { status: Some("dead".into()), queue: p.queue, name: p.name, before_id, limit: limit + 1, ..Default::default() };
     let rows = state.chronos.store.list_tasks(&filter).await?;
     let (rows, next_cursor) = page(rows, filter.limit);
-    let mut tasks = Vec::with_capacity(rows.len());
-    for r in rows {
-        tasks.push(live_view(&state, r).await);
-    }
+    let mut tasks = live_views(&state, rows).await;
     // The audit record may lag a redrive by a moment: show only tasks still dead.
     tasks.retain(|t| t.status == "dead");
     Ok(axum::Json(TaskPage { tasks, next_cursor }))

@@ -6,6 +6,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use chronos_core::access::Caller;
+use std::collections::HashMap;
+
+use chronos_core::Status;
 use chronos_core::model::{NewTask, Schedule, TaskId};
 use chronos_core::queue::{CancelOutcome, RetryNowOutcome};
 use chronos_core::store::{TaskFilter, TaskRecord};
@@ -50,29 +53,51 @@ fn created_view(id: TaskId, t: &NewTask) -> TaskView {
     }
 }
 
-/// Postgres's record with Redis's live state on top (Redis knows a transition first).
+/// Put Redis's live state (the task hash's fields) on top of Postgres's record: Redis knows a
+/// transition first. A task no longer in Redis keeps its Postgres view.
+fn apply_live(v: &mut TaskView, f: &HashMap<String, String>) {
+    let Some(st) = f.get("st") else { return };
+    v.status = st.clone();
+    if let Some(a) = f.get("a").and_then(|a| a.parse().ok()) {
+        v.attempts = v.attempts.max(a);
+    }
+    if let Some(ma) = f.get("ma").and_then(|a| a.parse().ok()) {
+        v.max_attempts = ma;
+    }
+    if let Some(le) = f.get("le") {
+        v.last_error = Some(le.clone());
+    }
+    v.cancel_requested = f.get("cx").map(String::as_str) == Some("1");
+    if !st.parse::<Status>().is_ok_and(Status::is_terminal) {
+        v.finished_at = None;
+    }
+}
+
+/// One task's view with its live state.
 pub(crate) async fn live_view(state: &AppState, rec: TaskRecord) -> TaskView {
     let (queue, id) = (rec.queue.clone(), rec.id);
     let mut v = TaskView::from(rec);
-    if let Ok(f) = state.chronos.engine.task_fields(&queue, id).await
-        && let Some(st) = f.get("st")
-    {
-        v.status = st.clone();
-        if let Some(a) = f.get("a").and_then(|a| a.parse().ok()) {
-            v.attempts = v.attempts.max(a);
-        }
-        if let Some(ma) = f.get("ma").and_then(|a| a.parse().ok()) {
-            v.max_attempts = ma;
-        }
-        if let Some(le) = f.get("le") {
-            v.last_error = Some(le.clone());
-        }
-        v.cancel_requested = f.get("cx").map(String::as_str) == Some("1");
-        if v.status != "completed" && v.status != "dead" && v.status != "cancelled" {
-            v.finished_at = None;
-        }
+    if let Ok(f) = state.chronos.engine.task_fields(&queue, id).await {
+        apply_live(&mut v, &f);
     }
     v
+}
+
+/// Many tasks' views with their live state, read from Redis in one round trip.
+pub(crate) async fn live_views(state: &AppState, recs: Vec<TaskRecord>) -> Vec<TaskView> {
+    let keys: Vec<(String, TaskId)> = recs.iter().map(|r| (r.queue.clone(), r.id)).collect();
+    let refs: Vec<(&str, TaskId)> = keys.iter().map(|(q, id)| (q.as_str(), *id)).collect();
+    let live = state.chronos.engine.task_fields_many(&refs).await.unwrap_or_default();
+    recs.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut v = TaskView::from(r);
+            if let Some(f) = live.get(i) {
+                apply_live(&mut v, f);
+            }
+            v
+        })
+        .collect()
 }
 
 /// The task if it exists and the caller may see it (producers see only their own).
