@@ -40,6 +40,8 @@ pub enum Permission {
     QueuesManage,
     DlqRead,
     DlqManage,
+    SchedulesRead,
+    SchedulesManage,
     Keys,
 }
 
@@ -50,7 +52,7 @@ impl Role {
             Role::Admin => true,
             Role::Operator => p != Keys,
             Role::Producer => matches!(p, TasksCreate | TasksRead),
-            Role::Viewer => matches!(p, TasksRead | QueuesRead | DlqRead),
+            Role::Viewer => matches!(p, TasksRead | QueuesRead | DlqRead | SchedulesRead),
         }
     }
 
@@ -215,14 +217,15 @@ mod tests {
     #[test]
     fn roles_allow_exactly_their_permissions() {
         use Permission::*;
-        let all = [TasksCreate, TasksRead, TasksManage, QueuesRead, QueuesManage, DlqRead, DlqManage, Keys];
+        let all = [TasksCreate, TasksRead, TasksManage, QueuesRead, QueuesManage, DlqRead, DlqManage, SchedulesRead, SchedulesManage, Keys];
         let allowed = |r: Role| all.iter().filter(|p| r.allows(**p)).count();
-        assert_eq!(allowed(Role::Admin), 8);
-        assert_eq!(allowed(Role::Operator), 7);
+        assert_eq!(allowed(Role::Admin), 10);
+        assert_eq!(allowed(Role::Operator), 9);
         assert!(!Role::Operator.allows(Keys));
         assert_eq!(allowed(Role::Producer), 2);
         assert!(Role::Producer.allows(TasksCreate) && !Role::Producer.allows(TasksManage));
-        assert_eq!(allowed(Role::Viewer), 3);
+        assert_eq!(allowed(Role::Viewer), 4);
+        assert!(Role::Viewer.allows(SchedulesRead) && !Role::Viewer.allows(SchedulesManage));
         assert!(!Role::Viewer.allows(TasksCreate));
     }
 

@@ -158,6 +158,12 @@ impl Batch {
                     self.dead += 1;
                 }
             }
+            // a schedule's occurrence dropped by its overlap policy (never started)
+            "S" => {
+                let Some(id) = id else { return };
+                let u = self.task(id, seq, "cancelled", at);
+                u.last_error = s("e");
+            }
             // manual actions: cancel of a waiting task, cancel requested on a running one, retry-now
             "X" | "Q" | "R" => {
                 let Some(id) = id else { return };

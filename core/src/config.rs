@@ -52,6 +52,8 @@ pub struct CoreConfig {
     pub max_payload_bytes: usize,
     /// `CHRONOS_IDEMPOTENCY_RETENTION_S`
     pub idempotency_retention: Duration,
+    /// `CHRONOS_SCHEDULE_HORIZON_S`: how far ahead the tick plans schedules' occurrences.
+    pub schedule_horizon: Duration,
 }
 
 /// Read a variable; `None` when unset or empty.
@@ -95,6 +97,12 @@ impl CoreConfig {
             parse_var("CHRONOS_IDEMPOTENCY_RETENTION_S", DEFAULT_IDEMPOTENCY_RETENTION, "a number of seconds (1–2592000)", |v| {
                 v.parse::<u64>().ok().filter(|n| (1..=2_592_000).contains(n)).map(Duration::from_secs)
             })?;
+        let schedule_horizon = parse_var(
+            "CHRONOS_SCHEDULE_HORIZON_S",
+            crate::schedule::DEFAULT_HORIZON,
+            "a number of seconds (120–86400; the tick runs every minute)",
+            |v| v.parse::<u64>().ok().filter(|n| (120..=86_400).contains(n)).map(Duration::from_secs),
+        )?;
         if let Some(ep) = var("AWS_ENDPOINT_URL")
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
@@ -107,6 +115,7 @@ impl CoreConfig {
             dlq_queue,
             max_payload_bytes,
             idempotency_retention,
+            schedule_horizon,
         })
     }
 }

@@ -10,6 +10,10 @@
 //! - [`audit`] — the outbox drain: Redis stream → Postgres in batches, acked after commit.
 //! - [`dlq`] — the SQS dead-letter queue and the forwarder that never drops a letter.
 //! - [`reconcile`] — rebuilds the queues from Postgres when Redis lost its data (`restore.lua`).
+//! - [`cron`] — cron expressions (Vixie semantics, seconds, macros) and their fire instants in
+//!   any IANA zone, with Debian cron's DST rules; a pure function of (expression, zone, range).
+//! - [`schedule`] — recurring schedules in Postgres and the tick that plans their occurrences
+//!   ahead as delayed tasks, with overlap and misfire policies.
 //! - [`client`] — [`client::Chronos`], the producer API (Postgres first, then Redis).
 //! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
 //!   that decides what a role may do.
@@ -20,12 +24,14 @@ pub mod access;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod cron;
 pub mod dlq;
 pub mod error;
 pub mod keys;
 pub mod model;
 pub mod queue;
 pub mod reconcile;
+pub mod schedule;
 pub mod store;
 
 pub use client::{Chronos, Submitted};

@@ -296,6 +296,78 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// The API key that submitted it (set by the API, not by producers).
     pub created_by: Option<String>,
+    /// Set on the occurrences a schedule plans: which schedule and fire instant (this also
+    /// fixes the task id, so an occurrence planned twice is still one task).
+    pub origin: Option<Origin>,
+}
+
+/// What a schedule does when an occurrence comes due while its previous run is not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Run anyway.
+    #[default]
+    Allow,
+    /// Drop the occurrence (recorded as cancelled, with the reason).
+    Skip,
+    /// Keep at most one occurrence waiting; it starts when the previous run ends.
+    QueueOne,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Skip => "skip",
+            Overlap::QueueOne => "queue_one",
+        }
+    }
+    /// The one-letter form the claim script reads ("" = no guard).
+    pub fn code(self) -> &'static str {
+        match self {
+            Overlap::Allow => "",
+            Overlap::Skip => "s",
+            Overlap::QueueOne => "q",
+        }
+    }
+}
+
+impl FromStr for Overlap {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        [Overlap::Allow, Overlap::Skip, Overlap::QueueOne]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| Error::invalid("overlap", format!("{s:?} is not an overlap policy; use allow, skip or queue_one")))
+    }
+}
+
+/// The schedule an occurrence came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub schedule_id: Uuid,
+    pub fire_at: DateTime<Utc>,
+    pub overlap: Overlap,
+}
+
+impl Origin {
+    /// The id of the occurrence of `schedule_id` at `fire_at`: a UUIDv7 whose timestamp is the
+    /// fire instant and whose other bits hash (schedule, instant), so every tick that plans this
+    /// occurrence names the same task.
+    pub fn task_id(&self) -> TaskId {
+        use sha2::{Digest, Sha256};
+        let ms = self.fire_at.timestamp_millis().max(0) as u64;
+        let mut h = Sha256::new();
+        h.update(self.schedule_id.as_bytes());
+        h.update(ms.to_be_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6..].copy_from_slice(&d[..10]);
+        b[6] = 0x70 | (b[6] & 0x0f);
+        b[8] = 0x80 | (b[8] & 0x3f);
+        Uuid::from_bytes(b)
+    }
 }
 
 impl NewTask {
@@ -311,6 +383,7 @@ impl NewTask {
             timeout: DEFAULT_TIMEOUT,
             idempotency_key: None,
             created_by: None,
+            origin: None,
         }
     }
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -376,7 +449,8 @@ impl NewTask {
         {
             return Err(Error::invalid("delay_ms", "must be at most 10 years"));
         }
-        Ok(PreparedTask { id: Uuid::now_v7(), task: self, payload_json: payload })
+        let id = self.origin.as_ref().map_or_else(Uuid::now_v7, Origin::task_id);
+        Ok(PreparedTask { id, task: self, payload_json: payload })
     }
 }
 
@@ -467,6 +541,19 @@ mod tests {
         assert_eq!(full.delay(3, 0.25).as_millis(), 100);
         let eq = Backoff { jitter: Jitter::Equal, ..b };
         assert_eq!(eq.delay(3, 0.5).as_millis(), 300);
+    }
+
+    #[test]
+    fn an_occurrence_id_is_a_v7_uuid_fixed_by_schedule_and_instant() {
+        let at = DateTime::parse_from_rfc3339("2026-11-27T09:00:00Z").unwrap().to_utc();
+        let o = Origin { schedule_id: Uuid::now_v7(), fire_at: at, overlap: Overlap::Allow };
+        let id = o.task_id();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id, Origin { overlap: Overlap::Skip, ..o }.task_id());
+        assert_ne!(id, Origin { fire_at: at + chrono::Duration::seconds(1), ..o }.task_id());
+        assert_ne!(id, Origin { schedule_id: Uuid::now_v7(), ..o }.task_id());
+        let (secs, _) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(secs as i64, at.timestamp());
     }
 
     #[test]

@@ -12,21 +12,27 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, queues_set};
-use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
+use crate::model::{Backoff, ClaimedTask, Overlap, PreparedTask, Schedule, TaskId};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
         static $name: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
     };
+    // Scripts that end a task share the overlap-guard release (Lua has no includes).
+    ($name:ident, guarded $file:literal) => {
+        static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(concat!(include_str!("scripts/guard.lua"), include_str!(concat!("scripts/", $file)))));
+    };
 }
 script!(ENQUEUE, "enqueue.lua");
 script!(CLAIM, "claim.lua");
-script!(ACK, "ack.lua");
-script!(FAIL, "fail.lua");
+script!(ACK, guarded "ack.lua");
+script!(FAIL, guarded "fail.lua");
 script!(HEARTBEAT, "heartbeat.lua");
-script!(CANCEL, "cancel.lua");
+script!(CANCEL, guarded "cancel.lua");
 script!(RETRY_NOW, "retry_now.lua");
-script!(REAP, "reap.lua");
+script!(REAP, guarded "reap.lua");
+script!(DROP, "drop.lua");
 script!(RELEASE, "release.lua");
 
 /// How many due delayed tasks one claim promotes at most.
@@ -190,6 +196,10 @@ impl Engine {
                         .arg(run_at)
                         .arg(delay)
                         .arg(p.dedupe_key().unwrap_or_default());
+                    match &p.task.origin {
+                        Some(o) if o.overlap != Overlap::Allow => cmd.arg(o.schedule_id.to_string()).arg(o.overlap.code()),
+                        _ => cmd.arg("").arg(""),
+                    };
                 }
                 // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.
                 pipe.add_command(cmd);
@@ -273,7 +283,7 @@ impl Engine {
         }
         let k = self.keys(queue);
         let mut inv = ACK.prepare_invoke();
-        inv.key(&k.active).key(&k.outbox).arg(&k.prefix).arg(worker);
+        inv.key(&k.active).key(&k.outbox).key(&k.ready).key(&k.seq).key(&k.wake).arg(&k.prefix).arg(worker);
         for (id, tok) in leases {
             inv.arg(id.to_string()).arg(tok);
         }
@@ -310,6 +320,8 @@ impl Engine {
             .key(&k.outbox)
             .key(&k.wake)
             .key(&k.delayed)
+            .key(&k.ready)
+            .key(&k.seq)
             .arg(&k.prefix)
             .arg(id.to_string())
             .arg(token)
@@ -362,6 +374,8 @@ impl Engine {
             .key(&k.dlq)
             .key(&k.outbox)
             .key(&k.retry)
+            .key(&k.seq)
+            .key(&k.wake)
             .arg(&k.prefix)
             .arg(id.to_string())
             .arg(actor)
@@ -420,6 +434,23 @@ impl Engine {
             .invoke_async(&mut conn)
             .await?;
         Ok((n, (next >= 0).then_some(next)))
+    }
+
+    /// Take back occurrences that never started (their schedule was paused, edited or
+    /// deleted); returns the ids dropped. Running or retried ones are left alone.
+    pub async fn drop_unstarted(&self, queue: &str, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(queue);
+        let mut inv = DROP.prepare_invoke();
+        inv.key(&k.ready).key(&k.delayed).arg(&k.prefix);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let mut conn = self.conn.clone();
+        let r: Vec<String> = inv.invoke_async(&mut conn).await?;
+        r.iter().map(|s| Uuid::parse_str(s).map_err(|e| Error::Protocol { script: "drop", detail: e.to_string() })).collect()
     }
 
     /// Hand leases straight back to ready (graceful shutdown).

@@ -39,6 +39,9 @@ pub struct TaskRecord {
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
+    /// The schedule that planned this task, and the occurrence's fire instant.
+    pub schedule_id: Option<Uuid>,
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +56,7 @@ pub struct AttemptRecord {
     pub detail: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by";
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at";
 
 /// Filters of a task listing; all optional, combined with AND. Newest first.
 #[derive(Debug, Clone, Default)]
@@ -103,9 +106,21 @@ impl Store {
     /// Record new tasks in one transaction. Returns `(id, created)` per input: for a task whose
     /// idempotency key is still held by another task, that task's id and `false`.
     pub async fn insert_tasks(&self, tasks: &[PreparedTask], idempotency_retention: Duration) -> Result<Vec<(TaskId, bool)>> {
+        let mut tx = self.pool.begin().await?;
+        let out = Self::insert_tasks_in(&mut tx, tasks, idempotency_retention).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// [`Store::insert_tasks`] inside the caller's transaction. A task whose id already has a row
+    /// (a schedule's occurrence planned again) is reported as `(id, false)` and left as it is.
+    pub async fn insert_tasks_in(
+        tx: &mut sqlx::PgConnection,
+        tasks: &[PreparedTask],
+        idempotency_retention: Duration,
+    ) -> Result<Vec<(TaskId, bool)>> {
         let now = Utc::now();
         let mut out: Vec<(TaskId, bool)> = tasks.iter().map(|t| (t.id, true)).collect();
-        let mut tx = self.pool.begin().await?;
         let dedupe: Vec<Option<String>> = tasks.iter().map(PreparedTask::dedupe_key).collect();
         let keyed: Vec<usize> = (0..tasks.len()).filter(|&i| dedupe[i].is_some()).collect();
         if !keyed.is_empty() {
@@ -159,6 +174,8 @@ impl Store {
             let mut timeouts = Vec::with_capacity(new.len());
             let mut ikeys: Vec<Option<&str>> = Vec::with_capacity(new.len());
             let mut creators: Vec<Option<&str>> = Vec::with_capacity(new.len());
+            let mut schedules: Vec<Option<Uuid>> = Vec::with_capacity(new.len());
+            let mut fires: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(new.len());
             for &i in &new {
                 let p = &tasks[i];
                 ids.push(p.id);
@@ -173,13 +190,17 @@ impl Store {
                 timeouts.push(p.task.timeout.as_millis() as i64);
                 ikeys.push(p.task.idempotency_key.as_deref());
                 creators.push(p.task.created_by.as_deref());
+                schedules.push(p.task.origin.map(|o| o.schedule_id));
+                fires.push(p.task.origin.map(|o| o.fire_at));
             }
-            sqlx::query(
-                "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by)
-                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb
+            let inserted: Vec<Uuid> = sqlx::query_scalar(
+                "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by,
+                                    schedule_id, fire_at)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
-                             $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[])
-                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb)",
+                             $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::uuid[], $14::timestamptz[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa)
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(&ids)
             .bind(&queues)
@@ -193,10 +214,19 @@ impl Store {
             .bind(&timeouts)
             .bind(&ikeys)
             .bind(&creators)
-            .execute(&mut *tx)
+            .bind(&schedules)
+            .bind(&fires)
+            .fetch_all(&mut *tx)
             .await?;
+            if inserted.len() < new.len() {
+                let fresh: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+                for &i in &new {
+                    if !fresh.contains(&tasks[i].id) {
+                        out[i].1 = false;
+                    }
+                }
+            }
         }
-        tx.commit().await?;
         Ok(out)
     }
 
@@ -239,6 +269,18 @@ impl Store {
         .bind(&f.created_by)
         .bind(f.before_id)
         .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(task_from_row).collect())
+    }
+
+    /// A schedule's runs whose instant has come, newest first.
+    pub async fn schedule_runs(&self, schedule: Uuid, limit: i64) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE schedule_id = $1 AND fire_at <= now() ORDER BY fire_at DESC, id DESC LIMIT $2"
+        )))
+        .bind(schedule)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(task_from_row).collect())
@@ -306,6 +348,8 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         updated_at: r.get("updated_at"),
         finished_at: r.get("finished_at"),
         created_by: r.get("created_by"),
+        schedule_id: r.get("schedule_id"),
+        fire_at: r.get("fire_at"),
     }
 }
 

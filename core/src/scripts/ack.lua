@@ -1,10 +1,10 @@
 -- ack: complete a batch of running tasks. A completed task (hash and payload) leaves Redis;
 -- Postgres keeps its record.
 --
--- KEYS[1] active  KEYS[2] outbox
+-- KEYS[1] active  KEYS[2] outbox  KEYS[3] ready  KEYS[4] seq  KEYS[5] wake (for guard_release)
 -- ARGV[1] key prefix  ARGV[2] worker id  then pairs: id, fencing token
 -- Returns: one integer per pair, 1 = completed, 0 = refused (stale token or not running)
-local active, outbox = KEYS[1], KEYS[2]
+local active, outbox, ready, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, worker = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -12,9 +12,10 @@ local out, done = {}, {}
 for i = 3, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
   local tkey = prefix .. 't:' .. id
-  local f = redis.call('HMGET', tkey, 'tok', 'st', 'a')
+  local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'sg')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
+    guard_release(prefix, id, f[4], ready, seqkey, wake)
     redis.call('DEL', tkey, prefix .. 'p:' .. id)
     done[#done + 1] = id .. ':' .. f[3]
     out[#out + 1] = 1

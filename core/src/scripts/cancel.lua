@@ -2,15 +2,17 @@
 -- flagged, and the flag reaches its handler through the next heartbeat.
 --
 -- KEYS[1] ready  KEYS[2] delayed  KEYS[3] dead  KEYS[4] dlq  KEYS[5] outbox  KEYS[6] retry
+-- KEYS[7] seq  KEYS[8] wake (both for guard_release)
 -- ARGV[1] key prefix  ARGV[2] id  ARGV[3] actor (who asked; audited)
 -- Returns: {result, status before}; result is "cancelled", "cancelling" (running: flagged),
 --          "not_found" (not in Redis: finished or unknown) or "refused" (already being cancelled)
 local ready, delayed, dead, dlq, outbox, retry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local seqkey, wake = KEYS[7], KEYS[8]
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
 local tkey = prefix .. 't:' .. id
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = redis.call('HMGET', tkey, 'st', 'cx', 'a')
+local f = redis.call('HMGET', tkey, 'st', 'cx', 'a', 'sg')
 local st = f[1]
 if not st then return {'not_found', ''} end
 if st == 'running' then
@@ -29,6 +31,7 @@ elseif st == 'dead' then
   redis.call('ZREM', dead, id)
   redis.call('ZREM', dlq, id)
 end
+guard_release(prefix, id, f[4], ready, seqkey, wake)
 redis.call('DEL', tkey, prefix .. 'p:' .. id)
 redis.call('XADD', outbox, '*', 'k', 'X', 't', now, 'i', id, 'a', f[3] or 0, 'by', actor, 'st', st)
 return {'cancelled', st}

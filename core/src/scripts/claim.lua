@@ -7,6 +7,10 @@
 -- Returns: {now, next_due (-1 = nothing delayed or retrying), count, then 9 fields per task:
 --           id, token, attempt, max_attempts, name, payload, timeout_ms, backoff, idempotency key}
 -- Highest priority first, FIFO within a priority. One outbox entry for the whole batch.
+-- A schedule's occurrence with an overlap guard (fields sg, ov) whose schedule has a run in
+-- progress is not leased: "skip" (ov = s) drops it, recorded as cancelled with the reason;
+-- "queue_one" (ov = q) parks it in sq:<schedule> unless one is parked already (then it is
+-- dropped). guard_release (guard.lua) moves the parked one to ready when the run ends.
 local ready, delayed, active, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local tokkey, outbox, wake, paused, retry = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local prefix, worker = ARGV[1], ARGV[2]
@@ -40,9 +44,33 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = prefix .. 't:' .. id
-      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik')
+      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov')
       tok = tok + 1
-      if f[3] then
+      local blocked = nil
+      if f[3] and f[7] then
+        local gkey = prefix .. 'sg:' .. f[7]
+        local holder = redis.call('GET', gkey)
+        -- completed and cancelled runs leave Redis; a dead one is finished too
+        if holder and holder ~= id then
+          local hst = redis.call('HGET', prefix .. 't:' .. holder, 'st')
+          if hst and hst ~= 'dead' then blocked = holder end
+        end
+        if blocked then
+          local pkey = prefix .. 'sq:' .. f[7]
+          local parked = f[8] == 'q' and redis.call('GET', pkey)
+          if f[8] == 'q' and not (parked and parked ~= id and redis.call('HGET', prefix .. 't:' .. parked, 'st') == 'queued') then
+            redis.call('SET', pkey, id)
+          else
+            local why = 'skipped: the previous run ' .. blocked .. ' of its schedule has not finished (overlap '
+            if f[8] == 'q' then why = why .. 'queue_one: one run is already waiting)' else why = why .. 'skip)' end
+            redis.call('DEL', tkey, prefix .. 'p:' .. id)
+            redis.call('XADD', outbox, '*', 'k', 'S', 't', now, 'i', id, 'e', why)
+          end
+        else
+          redis.call('SET', gkey, id)
+        end
+      end
+      if f[3] and not blocked then
         local a = tonumber(f[1]) + 1
         redis.call('HSET', tkey, 'a', a, 'st', 'running', 'tok', tok, 'w', worker, 'ls', now)
         lease_args[#lease_args + 1] = now + lease

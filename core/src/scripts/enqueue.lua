@@ -9,10 +9,12 @@
 --         idempotency keys (idem:<key>) live under it. The payload is a string of its own so the
 --         hash keeps only short fields and stays in Redis's compact encoding (~2x less memory).
 -- ARGV[2] idempotency retention (ms)
--- ARGV[3] number of tasks; then 11 fields per task:
+-- ARGV[3] number of tasks; then 13 fields per task:
 --         id, name, payload, priority, max_attempts, backoff, timeout_ms, idempotency key ("" = none),
 --         run_at (epoch ms, 0 = use delay), delay_ms, dedupe key (the idempotency key scoped to the
---         API key that submitted it, so two clients' keys never collide; "" = none)
+--         API key that submitted it, so two clients' keys never collide; "" = none),
+--         schedule id and overlap code ("s" skip, "q" queue one) for a schedule's occurrence that
+--         claim.lua must guard ("" = no guard; the fields are stored only when set)
 -- Returns: {now, id_1, created_1, id_2, created_2, ...}; created is 1 for a new task, 0 when the
 --          idempotency key (or the id) already named a task, whose id is returned instead.
 local ready, delayed, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -25,10 +27,11 @@ local out = {now}
 local woke = false
 local SHIFT = 70368744177664 -- 2^46
 for i = 0, n - 1 do
-  local b = 3 + i * 11
+  local b = 3 + i * 13
   local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local pr, ma, bk, to, ik = tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local run_at, delay, dk = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10]), ARGV[b + 11]
+  local sg, ov = ARGV[b + 12], ARGV[b + 13]
   local tkey = prefix .. 't:' .. id
   local existing = nil
   if dk ~= '' then
@@ -46,6 +49,7 @@ for i = 0, n - 1 do
     end
     local due = run_at
     if due == 0 then due = now + delay end
+    if sg ~= '' then redis.call('HSET', tkey, 'sg', sg, 'ov', ov) end
     if due <= now then
       local seq = redis.call('INCR', seqkey)
       redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,

@@ -4,19 +4,21 @@
 --
 -- KEYS[1] active  KEYS[2] retry (score = next attempt's due time)  KEYS[3] dead (score = died at)
 -- KEYS[4] dlq (pending SQS sends)  KEYS[5] outbox  KEYS[6] wake  KEYS[7] delayed
+-- KEYS[8] ready  KEYS[9] seq (both for guard_release)
 -- ARGV[1] key prefix  ARGV[2] id  ARGV[3] fencing token  ARGV[4] worker id
 -- ARGV[5] outcome: "error" | "permanent" | "cancelled"
 -- ARGV[6] error message  ARGV[7] error detail (chain / stack trace)
 -- ARGV[8] retry delay override in ms (-1 = use the task's backoff)  ARGV[9] random number in [0, 1)
 -- Returns: {"retrying", due_ms} | {"dead", now} | {"cancelled", now} | {"stale", 0}
 local active, retry, dead, dlq, outbox, wake, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local ready, seqkey = KEYS[8], KEYS[9]
 local prefix, id, tok, worker, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local msg, detail = ARGV[6], ARGV[7]
 local override, rnd = tonumber(ARGV[8]), tonumber(ARGV[9])
 local tkey = prefix .. 't:' .. id
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk')
+local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk', 'sg')
 if f[1] ~= tok or f[2] ~= 'running' then
   return {'stale', 0}
 end
@@ -24,12 +26,14 @@ local a, ma = tonumber(f[3]), tonumber(f[4])
 redis.call('ZREM', active, id)
 
 if outcome == 'cancelled' then
+  guard_release(prefix, id, f[6], ready, seqkey, wake)
   redis.call('DEL', tkey, prefix .. 'p:' .. id)
   redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker)
   return {'cancelled', now}
 end
 
 if outcome == 'permanent' or a >= ma then
+  guard_release(prefix, id, f[6], ready, seqkey, wake)
   redis.call('HSET', tkey, 'st', 'dead', 'le', msg, 'fa', now)
   redis.call('HDEL', tkey, 'tok', 'cx')
   redis.call('ZADD', dead, now, id)

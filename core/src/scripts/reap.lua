@@ -16,13 +16,14 @@ local requeued = 0
 for _, id in ipairs(expired) do
   local tkey = prefix .. 't:' .. id
   redis.call('ZREM', active, id)
-  local f = redis.call('HMGET', tkey, 'a', 'ma', 'pr', 'w')
+  local f = redis.call('HMGET', tkey, 'a', 'ma', 'pr', 'w', 'sg')
   if f[1] then
     local a, ma = tonumber(f[1]), tonumber(f[2])
     redis.call('HSET', tkey, 'tok', redis.call('INCR', tokkey))
     redis.call('HDEL', tkey, 'cx')
     local msg = 'lease expired: worker ' .. (f[4] or '?') .. ' stopped heartbeating'
     if a >= ma then
+      guard_release(prefix, id, f[5], ready, seqkey, wake)
       redis.call('HSET', tkey, 'st', 'dead', 'le', msg, 'fa', now)
       redis.call('ZADD', dead, now, id)
       redis.call('ZADD', dlq, now, id)

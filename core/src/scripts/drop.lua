@@ -1,0 +1,21 @@
+-- drop: take back a schedule's occurrences that have not started (the schedule was paused,
+-- edited or deleted). A task that was claimed even once is left alone.
+--
+-- KEYS[1] ready  KEYS[2] delayed
+-- ARGV[1] key prefix  ARGV[2..] task ids
+-- Returns: the ids dropped (their Postgres rows are deleted by the caller)
+local ready, delayed = KEYS[1], KEYS[2]
+local prefix = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local tkey = prefix .. 't:' .. id
+  local f = redis.call('HMGET', tkey, 'st', 'a')
+  if (f[1] == 'scheduled' or f[1] == 'queued') and f[2] == '0' then
+    redis.call('ZREM', ready, id)
+    redis.call('ZREM', delayed, id)
+    redis.call('DEL', tkey, prefix .. 'p:' .. id)
+    out[#out + 1] = id
+  end
+end
+return out

@@ -1,0 +1,74 @@
+//! The tick: what runs once a minute, on AWS as a Lambda function triggered by an EventBridge
+//! `rate(1 minute)` rule, locally as the loop of `chronos tick` (and inside `chronos dev`).
+//!
+//! # Layout
+//! - [`tick`] — one run: plan schedules ([`chronos_core::schedule::Scheduler::tick`]), check
+//!   Redis still holds its state (rebuild from Postgres if it lost it), reap expired leases.
+//! - [`run_loop`] — the local loop around it.
+//! - `main.rs` — the Lambda binary `chronos-tick-lambda`.
+//!
+//! Each part is safe to run concurrently with another tick (a retried Lambda, two regions, a
+//! local loop beside the Lambda): planning locks schedule rows with `SKIP LOCKED` and names each
+//! occurrence deterministically, the rebuild takes a Redis lock, and reaping is one script per
+//! queue guarded by fencing tokens.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chronos_core::schedule::{Scheduler, TickReport};
+use chronos_core::{Result, reconcile};
+use serde::Serialize;
+
+/// Expired leases reaped per queue per tick (workers reap too; this catches a fleet scaled to zero).
+const REAP_LIMIT: usize = 1000;
+
+/// What one tick did; the Lambda returns it and logs it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TickOutput {
+    #[serde(flatten)]
+    pub schedules: TickReport,
+    /// Tasks restored from Postgres because Redis had lost its data.
+    pub restored: Option<usize>,
+    /// Expired leases handed back (or dead-lettered).
+    pub reaped: usize,
+}
+
+/// One tick. `who` names this ticker in the rebuild lock.
+pub async fn tick(scheduler: &Scheduler, who: &str) -> Result<TickOutput> {
+    tick_at(scheduler, who, Utc::now()).await
+}
+
+/// [`tick`] planning as if the clock read `now` (to replay or simulate time; Redis still
+/// decides when each planned task is due).
+pub async fn tick_at(scheduler: &Scheduler, who: &str, now: DateTime<Utc>) -> Result<TickOutput> {
+    let chronos = &scheduler.chronos;
+    // First make sure Redis holds its state: planning into an empty Redis that is about to be
+    // rebuilt would be undone by nothing, but restoring first keeps the order of events plain.
+    let restored = reconcile::ensure_redis_state(&chronos.engine, &chronos.store, who).await?;
+    let schedules = scheduler.tick_at(now).await?;
+    let mut reaped = 0;
+    for q in chronos.engine.queues().await? {
+        reaped += chronos.engine.reap(&q, REAP_LIMIT).await?.0;
+    }
+    Ok(TickOutput { schedules, restored, reaped })
+}
+
+/// Tick every `every` until `stop` resolves; an error is logged and the next tick retries.
+pub async fn run_loop(scheduler: Scheduler, who: String, every: Duration, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut timer = tokio::time::interval(every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = timer.tick() => {}
+        }
+        match tick(&scheduler, &who).await {
+            Ok(out) if out.schedules.planned > 0 || out.reaped > 0 || out.restored.is_some() || out.schedules.failed > 0 => {
+                tracing::info!(?out, "tick")
+            }
+            Ok(out) => tracing::debug!(?out, "tick"),
+            Err(e) => tracing::warn!(error = %e, "tick failed; retrying at the next one"),
+        }
+    }
+}

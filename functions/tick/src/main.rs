@@ -1,0 +1,28 @@
+//! The tick as an AWS Lambda function, invoked by an EventBridge `rate(1 minute)` rule (the
+//! event's content is not used: every run plans up to now + horizon).
+
+use chronos_core::config::CoreConfig;
+use chronos_core::schedule::Scheduler;
+use chronos_core::{Chronos, Engine, Store};
+use chronos_tick::{TickOutput, tick};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt().json().with_target(false).without_time().init();
+    let core = CoreConfig::from_env()?;
+    // Built once per Lambda instance and reused across invocations.
+    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await?;
+    let store = Store::connect(core.database_url.expose()).await?;
+    let chronos = Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention);
+    let scheduler = Scheduler::new(chronos, core.schedule_horizon);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let scheduler = scheduler.clone();
+        async move {
+            let out: TickOutput = tick(&scheduler, &event.context.request_id).await?;
+            tracing::info!(?out, "tick");
+            Ok::<_, Error>(out)
+        }
+    }))
+    .await
+}
