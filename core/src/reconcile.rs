@@ -84,10 +84,12 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
     let mut after = Uuid::nil();
     loop {
         let rows = sqlx::query(
-            "SELECT id, queue, name, payload::text AS payload, priority, attempts, max_attempts, backoff, timeout_ms,
-                    coalesce(idempotency_key, '') AS ik, status, (extract(epoch FROM run_at) * 1000)::int8 AS ra
-             FROM tasks WHERE status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND id > $1
-             ORDER BY id LIMIT $2",
+            "SELECT t.id, t.queue, t.name, t.payload::text AS payload, t.priority, t.attempts, t.max_attempts, t.backoff, t.timeout_ms,
+                    coalesce(t.idempotency_key, '') AS ik, t.status, (extract(epoch FROM t.run_at) * 1000)::int8 AS ra,
+                    coalesce(s.overlap, 'allow') AS overlap, t.schedule_id
+             FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
+             WHERE t.status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND t.id > $1
+             ORDER BY t.id LIMIT $2",
         )
         .bind(after)
         .bind(PAGE)
@@ -119,6 +121,13 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
                     .arg(r.get::<String, _>("ik"))
                     .arg(r.get::<String, _>("status"))
                     .arg(r.get::<i64, _>("ra"));
+                // Occurrences keep their schedule's overlap guard (a triggered run had none:
+                // its origin's policy was allow, which the join cannot tell apart; it gets the guard).
+                let overlap: crate::model::Overlap = r.get::<&str, _>("overlap").parse().unwrap_or_default();
+                match r.get::<Option<Uuid>, _>("schedule_id") {
+                    Some(sid) if overlap != crate::model::Overlap::Allow => inv.arg(sid.to_string()).arg(overlap.code()),
+                    _ => inv.arg("").arg(""),
+                };
             }
             let mut conn = engine.connection();
             let n: usize = inv.invoke_async(&mut conn).await?;

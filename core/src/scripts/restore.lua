@@ -3,9 +3,10 @@
 -- changes nothing. A task that was running is put back as ready: its attempt counts as lost.
 --
 -- KEYS[1] ready  KEYS[2] delayed  KEYS[3] retry  KEYS[4] dead  KEYS[5] seq  KEYS[6] wake
--- ARGV[1] key prefix  ARGV[2] number of tasks; then 11 fields per task:
+-- ARGV[1] key prefix  ARGV[2] number of tasks; then 13 fields per task:
 --         id, name, payload, priority, attempts, max_attempts, backoff, timeout_ms,
---         idempotency key, status (Postgres), run_at (epoch ms)
+--         idempotency key, status (Postgres), run_at (epoch ms), and for a schedule's occurrence
+--         with an overlap guard its schedule id and overlap code (see enqueue.lua; "" = none)
 -- Returns: how many tasks were restored
 local ready, delayed, retry, dead, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
@@ -14,10 +15,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local SHIFT = 70368744177664 -- 2^46
 local restored = 0
 for i = 0, n - 1 do
-  local b = 2 + i * 11
+  local b = 2 + i * 13
   local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local pr, a, ma, bk, to, ik = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
   local st, ra = ARGV[b + 10], tonumber(ARGV[b + 11])
+  local sg, ov = ARGV[b + 12], ARGV[b + 13]
   local tkey = prefix .. 't:' .. id
   if redis.call('EXISTS', tkey) == 0 then
     local status, set, score = 'queued', ready, nil
@@ -33,6 +35,7 @@ for i = 0, n - 1 do
     if st == 'running' and a >= ma then ma = a + 1 end
     redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', a, 'ma', ma, 'mb', ma, 'bk', bk, 'to', to,
       'st', status, 'ik', ik, 'ca', now, 'ra', ra)
+    if sg ~= '' then redis.call('HSET', tkey, 'sg', sg, 'ov', ov) end
     redis.call('SET', prefix .. 'p:' .. id, payload)
     redis.call('ZADD', set, score, id)
     restored = restored + 1
