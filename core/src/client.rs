@@ -1,8 +1,18 @@
 //! The producer-side client: validate, record in Postgres, then enqueue in Redis. A task is
 //! acknowledged only once both hold it; if Postgres is down, enqueue fails with a retryable
 //! error instead of accepting a task it could lose.
+//!
+//! A long-running server (`chronos api`) turns on write coalescing
+//! ([`Chronos::with_write_coalescing`]): single-task submissions that arrive while earlier ones
+//! are being written share the next Postgres transaction and Redis round trip. Each caller still
+//! returns only after its task is committed in Postgres and enqueued in Redis. Nothing waits on
+//! a timer: an idle server writes a lone task at once; a busy one writes bigger batches.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::model::{NewTask, PreparedTask, TaskId};
@@ -15,7 +25,19 @@ pub struct Chronos {
     pub store: Store,
     pub max_payload_bytes: usize,
     pub idempotency_retention: Duration,
+    coalescer: Option<mpsc::Sender<Job>>,
+    /// Postgres transactions + Redis round trips made for submissions (for `/metrics`).
+    writes: Arc<AtomicU64>,
 }
+
+/// One submission waiting for the next coalesced write.
+struct Job {
+    task: PreparedTask,
+    reply: oneshot::Sender<Result<(TaskId, bool)>>,
+}
+
+/// Tasks one coalesced write takes at most.
+const COALESCE_MAX: usize = 512;
 
 /// The result of submitting one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,16 +49,77 @@ pub struct Submitted {
 
 impl Chronos {
     pub fn new(engine: Engine, store: Store, max_payload_bytes: usize, idempotency_retention: Duration) -> Self {
-        Chronos { engine, store, max_payload_bytes, idempotency_retention }
+        Chronos { engine, store, max_payload_bytes, idempotency_retention, coalescer: None, writes: Arc::default() }
+    }
+
+    /// Coalesce concurrent [`Chronos::enqueue`] calls into shared writes, with up to `writers`
+    /// writes in flight at once. Needs a Tokio runtime; the background task ends when the last
+    /// clone of this client is dropped.
+    pub fn with_write_coalescing(mut self, writers: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Job>(COALESCE_MAX * 8);
+        let writer = self.clone();
+        let permits = Arc::new(Semaphore::new(writers.max(1)));
+        tokio::spawn(async move {
+            loop {
+                // Wait for a free writer first: submissions arriving meanwhile join this batch.
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let Some(first) = rx.recv().await else { return };
+                let mut jobs = vec![first];
+                while jobs.len() < COALESCE_MAX
+                    && let Ok(j) = rx.try_recv()
+                {
+                    jobs.push(j);
+                }
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let (tasks, replies): (Vec<PreparedTask>, Vec<_>) = jobs.into_iter().map(|j| (j.task, j.reply)).unzip();
+                    match writer.write(tasks).await {
+                        Ok(done) => {
+                            for (reply, r) in replies.into_iter().zip(done) {
+                                let _ = reply.send(Ok(r));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.replicate()));
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        self.coalescer = Some(tx);
+        self
     }
 
     pub async fn enqueue(&self, task: NewTask) -> Result<Submitted> {
-        Ok(self.enqueue_batch(vec![task]).await?[0])
+        let Some(coalescer) = &self.coalescer else {
+            return Ok(self.enqueue_batch(vec![task]).await?[0]);
+        };
+        let task = task.prepare(self.max_payload_bytes)?;
+        let (reply, answer) = oneshot::channel();
+        let gone = || Error::Protocol { script: "enqueue", detail: "the write coalescer stopped".into() };
+        coalescer.send(Job { task, reply }).await.map_err(|_| gone())?;
+        let (id, created) = answer.await.map_err(|_| gone())??;
+        Ok(Submitted { id, created })
     }
 
     /// All-or-nothing validation, then one Postgres transaction and one Redis round trip.
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
         let prepared: Vec<PreparedTask> = tasks.into_iter().map(|t| t.prepare(self.max_payload_bytes)).collect::<Result<_>>()?;
+        Ok(self.write(prepared).await?.into_iter().map(|(id, created)| Submitted { id, created }).collect())
+    }
+
+    /// How many writes (one Postgres transaction and one Redis round trip each) submissions
+    /// have taken so far, through this client and its clones.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Postgres first, then Redis; on a Redis failure the rows are taken back.
+    async fn write(&self, prepared: Vec<PreparedTask>) -> Result<Vec<(TaskId, bool)>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         let recorded = self.store.insert_tasks(&prepared, self.idempotency_retention).await?;
         let fresh: Vec<PreparedTask> =
             prepared.iter().zip(&recorded).filter(|(_, (_, created))| *created).map(|(p, _)| p.clone()).collect();
@@ -51,7 +134,7 @@ impl Chronos {
             }
             return Err(e);
         }
-        Ok(recorded.into_iter().map(|(id, created)| Submitted { id, created }).collect())
+        Ok(recorded)
     }
 
     pub async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {

@@ -29,6 +29,19 @@ impl Error {
         Error::Invalid { field, message: message.into() }
     }
 
+    /// The same error for another caller (one coalesced write answers many): the same variant
+    /// and message, so retryability and the API's answer do not change.
+    pub fn replicate(&self) -> Error {
+        match self {
+            Error::Invalid { field, message } => Error::Invalid { field, message: message.clone() },
+            Error::Redis(e) => Error::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))),
+            Error::Postgres(e) => Error::Postgres(sqlx::Error::Io(std::io::Error::other(e.to_string()))),
+            Error::Migrate(e) => Error::Protocol { script: "migrate", detail: e.to_string() },
+            Error::Sqs(m) => Error::Sqs(m.clone()),
+            Error::Protocol { script, detail } => Error::Protocol { script, detail: detail.clone() },
+        }
+    }
+
     /// True when the same request may succeed later (a store was unavailable).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Redis(_) | Error::Postgres(_) | Error::Sqs(_))
