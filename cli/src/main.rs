@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chronos_core::config::CoreConfig;
+use chronos_core::cron::{CronExpr, parse_timezone};
 use chronos_core::dlq::Dlq;
 use chronos_core::model::{Backoff, BackoffKind, Jitter, NewTask, Priority};
+use chronos_core::schedule::Scheduler;
 use chronos_core::{Chronos, Engine, Store};
 use chronos_workers::{Worker, WorkerConfig, builtin_registry};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -31,8 +33,23 @@ enum Cmd {
     Worker,
     /// Serve the REST API (the same router the Lambda function runs).
     Api,
-    /// Everything in one process for local development (migrates first): API and worker.
+    /// Everything in one process for local development (migrates first): API, worker and tick.
     Dev,
+    /// Plan schedules ahead, reconcile and reap, every `--every-s` seconds (the tick Lambda's
+    /// work, as a local loop).
+    Tick {
+        /// Run one tick, print what it did, and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        every_s: u64,
+        /// With --once: plan as if the clock read this RFC 3339 instant (replay or simulation).
+        #[arg(long, requires = "once")]
+        at: Option<String>,
+    },
+    /// Cron expressions.
+    #[command(subcommand)]
+    Cron(CronCmd),
     /// Submit a task.
     Enqueue(EnqueueArgs),
     /// Show a task with its attempts.
@@ -43,6 +60,23 @@ enum Cmd {
     Retry { id: uuid::Uuid },
     /// Live counts per queue.
     Queues,
+}
+
+#[derive(Subcommand)]
+enum CronCmd {
+    /// Print the next fire instants of an expression (RFC 3339, in the zone's offset).
+    Next {
+        /// 5 fields (minute hour day-of-month month day-of-week), 6 with leading seconds, or a macro such as @daily.
+        expr: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        count: u64,
+        /// Start strictly after this RFC 3339 instant (default: now).
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,15 +158,30 @@ async fn run(cli: Cli) -> Result<()> {
             // One signal stops both: the API stops accepting, the worker drains.
             let (tx, rx) = tokio::sync::watch::channel(false);
             let api_stop = wait_true(rx.clone());
-            let worker_stop = wait_true(rx);
+            let worker_stop = wait_true(rx.clone());
             let sig = shutdown_signal();
             let signal = tokio::spawn(async move {
                 sig.await;
                 let _ = tx.send(true);
             });
-            let (a, w) = tokio::join!(run_api(&core, api_stop), run_worker(&core, true, worker_stop));
+            let tick_stop = wait_true(rx);
+            let (a, w, t) =
+                tokio::join!(run_api(&core, api_stop), run_worker(&core, true, worker_stop), run_tick(&core, None, 15, tick_stop));
             signal.abort();
-            a.and(w)
+            a.and(w).and(t)
+        }
+        Cmd::Tick { once, every_s, at } => {
+            let at = at.map(|a| rfc3339("--at", &a)).transpose()?;
+            run_tick(&core, once.then_some(at), every_s, shutdown_signal()).await
+        }
+        Cmd::Cron(CronCmd::Next { expr, tz, count, after }) => {
+            let e = CronExpr::parse(&expr)?;
+            let zone = parse_timezone(&tz)?;
+            let after = after.map(|a| rfc3339("--after", &a)).transpose()?.unwrap_or_else(chrono::Utc::now);
+            for t in e.next_n(zone, after, count as usize) {
+                println!("{}", t.with_timezone(&zone).to_rfc3339());
+            }
+            Ok(())
         }
         Cmd::Enqueue(a) => {
             let c = client(&core).await?;
@@ -210,6 +259,30 @@ fn enqueue_args(a: EnqueueArgs) -> Result<NewTask> {
     Ok(t)
 }
 
+fn rfc3339(flag: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("{flag} {s:?} is not an RFC 3339 time such as 2026-03-29T00:00:00Z"))?
+        .to_utc())
+}
+
+/// `once`: `Some(clock)` runs one tick (at `clock`, default now) and prints what it did.
+async fn run_tick(
+    core: &CoreConfig,
+    once: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    every_s: u64,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let scheduler = Scheduler::new(client(core).await?, core.schedule_horizon);
+    let who = format!("tick-{}", std::process::id());
+    if let Some(at) = once {
+        let out = chronos_tick::tick_at(&scheduler, &who, at.unwrap_or_else(chrono::Utc::now)).await?;
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    chronos_tick::run_loop(scheduler, who, Duration::from_secs(every_s), shutdown).await;
+    Ok(())
+}
+
 async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
@@ -229,8 +302,9 @@ async fn run_api(core: &CoreConfig, shutdown: impl std::future::Future<Output = 
             None
         }
     };
-    let chronos = Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention);
-    let app = chronos_api::app(chronos_api::AppState::new(chronos, cfg.admin_key, dlq), cfg.max_body_bytes);
+    // Concurrent POST /v1/tasks share Postgres transactions and Redis round trips.
+    let chronos = Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention).with_write_coalescing(4);
+    let app = chronos_api::app(chronos_api::AppState::new(chronos, cfg.admin_key, dlq, core.schedule_horizon), cfg.max_body_bytes);
     let listener =
         tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("CHRONOS_API_ADDR: cannot listen on {}", cfg.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");

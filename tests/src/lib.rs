@@ -398,7 +398,13 @@ impl Drop for RunningApi {
 
 /// Serve the API for `env`, with the SQS dead-letter queue `dlq` when given.
 pub async fn start_api(env: &TestEnv, dlq: Option<Dlq>) -> RunningApi {
-    let state = chronos_api::AppState::new(env.client.clone(), Some(chronos_core::config::Secret::new(ADMIN_KEY)), dlq);
+    // As `chronos api` runs it: concurrent submissions share writes.
+    let state = chronos_api::AppState::new(
+        env.client.clone().with_write_coalescing(4),
+        Some(chronos_core::config::Secret::new(ADMIN_KEY)),
+        dlq,
+        chronos_core::schedule::DEFAULT_HORIZON,
+    );
     let app = chronos_api::app(state, 1 << 20);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

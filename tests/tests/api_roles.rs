@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chronos_core::access::Role;
 use chronos_core::model::NewTask;
+use chronos_core::schedule::{DEFAULT_HORIZON, ScheduleSpec, Scheduler, TaskTemplate};
 use chronos_tests::{RunningApi, TestEnv, diag_registry, start_api, start_worker, wait_until, worker_config};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
@@ -19,9 +20,9 @@ const Y: bool = true;
 const N: bool = false;
 
 /// Which roles may call each route, written out by hand from what the roles mean: admin may do
-/// everything; operator everything on tasks, queues and the dead-letter queue but not keys;
-/// producer creates tasks and reads its own; viewer reads tasks, queues and the dead-letter
-/// queue (not keys). Deliberately NOT derived from `Role::allows` or `auth::permission_for`:
+/// everything; operator everything on tasks, schedules, queues and the dead-letter queue but not
+/// keys; producer creates tasks and reads its own (and has no access to schedules); viewer reads
+/// tasks, schedules, queues and the dead-letter queue (not keys). Deliberately NOT derived from `Role::allows` or `auth::permission_for`:
 /// this table is what they are checked against.
 const MATRIX: &[(&str, &str, [bool; 4])] = &[
     // (method, route, [admin, operator, producer, viewer])
@@ -32,6 +33,15 @@ const MATRIX: &[(&str, &str, [bool; 4])] = &[
     ("GET", "/v1/tasks/{id}/attempts", [Y, Y, Y, Y]),
     ("POST", "/v1/tasks/{id}/cancel", [Y, Y, N, N]),
     ("POST", "/v1/tasks/{id}/retry", [Y, Y, N, N]),
+    ("POST", "/v1/schedules", [Y, Y, N, N]),
+    ("GET", "/v1/schedules", [Y, Y, N, Y]),
+    ("GET", "/v1/schedules/preview", [Y, Y, N, Y]),
+    ("GET", "/v1/schedules/{id}", [Y, Y, N, Y]),
+    ("PATCH", "/v1/schedules/{id}", [Y, Y, N, N]),
+    ("DELETE", "/v1/schedules/{id}", [Y, Y, N, N]),
+    ("POST", "/v1/schedules/{id}/pause", [Y, Y, N, N]),
+    ("POST", "/v1/schedules/{id}/resume", [Y, Y, N, N]),
+    ("POST", "/v1/schedules/{id}/trigger", [Y, Y, N, N]),
     ("GET", "/v1/queues", [Y, Y, N, Y]),
     ("POST", "/v1/queues/{queue}/pause", [Y, Y, N, N]),
     ("POST", "/v1/queues/{queue}/resume", [Y, Y, N, N]),
@@ -115,6 +125,19 @@ fn check_problem(a: &Answer, kind: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A paused yearly schedule whose task goes to [`TASK_QUEUE`], created directly in the core.
+async fn schedule(env: &TestEnv) -> Uuid {
+    let spec = ScheduleSpec {
+        paused: true,
+        ..ScheduleSpec::new(
+            format!("fixture-{}", Uuid::now_v7()),
+            "0 0 1 1 *",
+            TaskTemplate { queue: TASK_QUEUE.into(), ..TaskTemplate::new("noop", json!({ "fixture": true })) },
+        )
+    };
+    Scheduler::new(env.client.clone(), DEFAULT_HORIZON).create(&spec, Some("test-setup")).await.map_err(|e| format!("{e:?}")).unwrap().id
+}
+
 /// A task scheduled an hour ahead on [`TASK_QUEUE`], created by `owner`.
 async fn scheduled_task(env: &TestEnv, owner: &str) -> Uuid {
     let mut t = NewTask::new("noop", json!({ "fixture": true })).queue(TASK_QUEUE).delay(Duration::from_secs(3600));
@@ -139,13 +162,13 @@ async fn dead_tasks(env: &TestEnv, queue: &str, n: usize) -> Vec<Uuid> {
     ids
 }
 
-/// One audited manual action: (actor, action, subject), the subject being the task id, queue
-/// name or key id the action was about.
+/// One audited manual action: (actor, action, subject), the subject being the schedule id, task
+/// id, queue name or key id the action was about.
 type AuditRow = (String, String, String);
 
 async fn audit_rows(env: &TestEnv) -> Vec<AuditRow> {
     let mut rows: Vec<AuditRow> =
-        sqlx::query_as("SELECT actor, action, coalesce(task_id::text, detail->>'queue', detail->>'key_id', '') FROM audit_log ORDER BY id")
+        sqlx::query_as("SELECT actor, action, coalesce(detail->>'schedule_id', task_id::text, detail->>'queue', detail->>'key_id', '') FROM audit_log ORDER BY id")
             .fetch_all(env.store.pool())
             .await
             .unwrap();
@@ -235,6 +258,35 @@ impl Fixtures {
                 let id = scheduled_task(env, &caller.key_id).await;
                 post_empty(task(id), Some(("retry_now", id.to_string())))
             }
+            ("POST", "/v1/schedules") => Prepared {
+                path: route.into(),
+                body: Some(json!({ "name": format!("made-by-{}", caller.label.replace(' ', "-")), "cron": "0 0 1 1 *",
+                                   "paused": true, "task": { "name": "noop", "queue": TASK_QUEUE } })),
+                audits: Some(("schedule_create", "*".into())),
+            },
+            ("GET", "/v1/schedules") => none(route.into()),
+            ("GET", "/v1/schedules/preview") => none(format!("{route}?cron=@daily&timezone=Europe/Berlin")),
+            ("GET", "/v1/schedules/{id}") => none(task(schedule(env).await)),
+            ("PATCH", "/v1/schedules/{id}") => {
+                let id = schedule(env).await;
+                Prepared { path: task(id), body: Some(json!({ "cron": "0 0 2 1 *" })), audits: Some(("schedule_update", id.to_string())) }
+            }
+            ("DELETE", "/v1/schedules/{id}") => {
+                let id = schedule(env).await;
+                Prepared { path: task(id), body: None, audits: Some(("schedule_delete", id.to_string())) }
+            }
+            ("POST", "/v1/schedules/{id}/pause") => {
+                let id = schedule(env).await;
+                post_empty(task(id), Some(("schedule_pause", id.to_string())))
+            }
+            ("POST", "/v1/schedules/{id}/resume") => {
+                let id = schedule(env).await;
+                post_empty(task(id), Some(("schedule_resume", id.to_string())))
+            }
+            ("POST", "/v1/schedules/{id}/trigger") => {
+                let id = schedule(env).await;
+                post_empty(task(id), Some(("schedule_trigger", id.to_string())))
+            }
             ("POST", "/v1/queues/{queue}/pause") => {
                 post_empty(route.replace("{queue}", PAUSE_QUEUE), Some(("pause_queue", PAUSE_QUEUE.to_owned())))
             }
@@ -303,7 +355,7 @@ async fn every_endpoint_answers_every_caller_as_the_role_table_says_and_audits_w
                 && let Some((action, subject)) = p.audits
             {
                 let subjects: Vec<String> = match (subject.as_str(), action) {
-                    ("*", "create_key") => vec![a.body["id"].as_str().unwrap().to_owned()],
+                    ("*", "create_key" | "schedule_create") => vec![a.body["id"].as_str().unwrap().to_owned()],
                     ("*", _) => a.body["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect(),
                     _ => vec![subject],
                 };
@@ -314,11 +366,11 @@ async fn every_endpoint_answers_every_caller_as_the_role_table_says_and_audits_w
         }
     }
     assert!(failures.is_empty(), "{} of {} calls answered wrongly:\n{}", failures.len(), MATRIX.len() * callers.len(), failures.join("\n"));
-    // admin and operator each cancel, retry, pause, resume, redrive one, redrive the rest;
-    // admin creates and revokes a key
+    // admin and operator each cancel, retry, pause, resume, redrive one, redrive the rest, and
+    // create, change, delete, pause, resume and trigger a schedule; admin creates and revokes a key
     let actors: BTreeSet<&str> = expected_audit.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(actors, BTreeSet::from([callers[0].key_id.as_str(), callers[1].key_id.as_str()]));
-    assert!(expected_audit.len() >= 2 * 5 + 2 + 2, "{expected_audit:?}");
+    assert!(expected_audit.len() >= 2 * 5 + 2 * 6 + 2 + 2, "{expected_audit:?}");
     wait_for_audit(&env, expected_audit).await;
     worker.stop().await;
     env.cleanup().await;

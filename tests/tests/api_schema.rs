@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chronos_core::model::NewTask;
+use chronos_core::schedule::{DEFAULT_HORIZON, ScheduleSpec, Scheduler, TaskTemplate};
 use chronos_tests::{ADMIN_KEY, TestEnv, diag_registry, random_suffix, start_api, start_worker, wait_until, worker_config};
 use serde_json::json;
 
@@ -33,22 +34,24 @@ const SEED_QUEUE: &str = "seeded";
 ///   tasks and keys has rules JSON Schema cannot state: `backoff.cap_ms` at least `base_ms`,
 ///   `run_at` and `delay_ms` not both, lengths in UTF-8 bytes (`idempotency_key` 1–256, key
 ///   `name` 1–100, the payload 256 KiB) where a schema counts characters, a key name that is not
-///   only whitespace. So a schema-valid body may still earn a 422 there, and only there; any other
-///   refusal of a valid body (400, 415, ...) still fails.
-/// - Half the `{id}` path parameters are seeded task ids, so reads, cancel, retry and redrive
-///   reach real tasks rather than 404s.
+///   only whitespace. Schedules add a cron expression and a zone name (a grammar and a list no
+///   schema holds), a unique name (409) and a change that must change something. So a
+///   schema-valid body may still earn a 422 there, and only there; any other refusal of a valid
+///   body (400, 415, ...) still fails.
+/// - Half the `{id}` path parameters are seeded task and schedule ids, so reads, cancel, retry,
+///   redrive and the schedule actions reach real resources rather than 404s.
 fn config(seeded: &[uuid::Uuid]) -> String {
     let ids = seeded.iter().map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"
-[dictionaries.seeded-tasks]
+[dictionaries.seeded-ids]
 values = [{ids}]
 
 [parameters]
-"path.id" = {{ dictionary = "seeded-tasks", probability = 0.5 }}
+"path.id" = {{ dictionary = "seeded-ids", probability = 0.5 }}
 
 [[operations]]
-include-name-regex = "^POST /v1/(tasks|tasks/batch|keys)$"
+include-name-regex = "^(POST /v1/(tasks|tasks/batch|keys|schedules)|PATCH /v1/schedules/\\{{id\\}}|GET /v1/schedules/preview)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 "#
     )
@@ -97,7 +100,21 @@ async fn an_openapi_driven_fuzz_run_finds_no_server_error_and_no_response_outsid
         ok
     })
     .await;
-    let seeded: Vec<uuid::Uuid> = done.iter().copied().chain([dead, later]).collect();
+    // A schedule (yearly, its task on a queue no worker serves) for the schedule actions.
+    let schedule = Scheduler::new(env.client.clone(), DEFAULT_HORIZON)
+        .create(
+            &ScheduleSpec::new(
+                "seeded",
+                "0 0 1 1 *",
+                TaskTemplate { queue: "fuzz-scheduled".into(), ..TaskTemplate::new("noop", json!({})) },
+            ),
+            None,
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+        .id;
+    let seeded: Vec<uuid::Uuid> = done.iter().copied().chain([dead, later, schedule]).collect();
 
     let seed: u64 = std::env::var("CHRONOS_SCHEMA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     let workdir = std::env::temp_dir().join(format!("chronos-schemathesis-{}", random_suffix()));

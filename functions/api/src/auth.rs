@@ -21,6 +21,9 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         ("POST", "/tasks" | "/tasks/batch") => TasksCreate,
         ("GET", "/tasks" | "/tasks/{id}" | "/tasks/{id}/attempts") => TasksRead,
         ("POST", "/tasks/{id}/cancel" | "/tasks/{id}/retry") => TasksManage,
+        ("GET", "/schedules" | "/schedules/preview" | "/schedules/{id}") => SchedulesRead,
+        ("POST", "/schedules" | "/schedules/{id}/pause" | "/schedules/{id}/resume" | "/schedules/{id}/trigger")
+        | ("PATCH" | "DELETE", "/schedules/{id}") => SchedulesManage,
         ("GET", "/queues") => QueuesRead,
         ("POST", "/queues/{queue}/pause" | "/queues/{queue}/resume") => QueuesManage,
         ("GET", "/dlq") => DlqRead,

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`app`] / [`AppState`] — the router and what it shares; built once per process.
 //! - [`auth`] — the one place that authenticates a bearer key and checks the route's permission.
-//! - [`routes`] — handlers: `tasks`, `queues`, `dlq`, `keys`, `system` (health, metrics, spec).
+//! - [`routes`] — handlers: `tasks`, `schedules`, `queues`, `dlq`, `keys`, `system` (health,
+//!   metrics, spec).
 //! - [`views`] — request and response bodies with their OpenAPI schemas.
 //! - [`json`] — strict JSON/query parsing that names the field at fault.
 //! - [`error`] — `application/problem+json` errors with stable types.
@@ -21,6 +22,7 @@ pub mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +31,7 @@ use axum::routing::{delete, get, post};
 use chronos_core::Chronos;
 use chronos_core::config::Secret;
 use chronos_core::dlq::Dlq;
+use chronos_core::schedule::Scheduler;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -36,6 +39,9 @@ pub struct AppState(pub Arc<Inner>);
 
 pub struct Inner {
     pub chronos: Chronos,
+    /// Schedules over the same stores; creating, changing or resuming one plans its
+    /// occurrences up to its horizon at once.
+    pub scheduler: Scheduler,
     /// `CHRONOS_ADMIN_KEY`: accepted as an admin key (bootstrap).
     pub admin_key: Option<Secret>,
     /// For removing redriven tasks' messages; `None` when SQS was unreachable at start-up.
@@ -50,8 +56,11 @@ pub struct Metrics {
 }
 
 impl AppState {
-    pub fn new(chronos: Chronos, admin_key: Option<Secret>, dlq: Option<Dlq>) -> Self {
-        AppState(Arc::new(Inner { chronos, admin_key, dlq, metrics: Metrics::default() }))
+    /// `schedule_horizon`: how far ahead a schedule is planned when it is created, changed or
+    /// resumed (`CHRONOS_SCHEDULE_HORIZON_S`, as the tick uses).
+    pub fn new(chronos: Chronos, admin_key: Option<Secret>, dlq: Option<Dlq>, schedule_horizon: Duration) -> Self {
+        let scheduler = Scheduler::new(chronos.clone(), schedule_horizon);
+        AppState(Arc::new(Inner { chronos, scheduler, admin_key, dlq, metrics: Metrics::default() }))
     }
 }
 
@@ -72,6 +81,13 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tasks/{id}/attempts", get(tasks::attempts))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        // A static segment wins over `{id}` in axum's router, so `preview` is never taken for an id.
+        .route("/schedules/preview", get(schedules::preview))
+        .route("/schedules/{id}", get(schedules::get_one).patch(schedules::update).delete(schedules::delete))
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
+        .route("/schedules/{id}/trigger", post(schedules::trigger))
         .route("/queues", get(queues::list))
         .route("/queues/{queue}/pause", post(queues::pause))
         .route("/queues/{queue}/resume", post(queues::resume))

@@ -19,6 +19,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         .await
         .map_err(|e| tracing::warn!(error = %e, "SQS unreachable; redrive will not remove messages"))
         .ok();
-    let state = AppState::new(Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention), api.admin_key, dlq);
+    let state = AppState::new(
+        Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention),
+        api.admin_key,
+        dlq,
+        core.schedule_horizon,
+    );
     lambda_http::run(app(state, api.max_body_bytes)).await
 }

@@ -4,13 +4,15 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{dlq, keys, queues, system, tasks};
+use crate::routes::{dlq, keys, queues, schedules, system, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Chronos", description = "Distributed background-task scheduler. Every /v1 call needs `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."),
     paths(
         tasks::create, tasks::create_batch, tasks::get_one, tasks::list, tasks::attempts, tasks::cancel, tasks::retry,
+        schedules::create, schedules::list, schedules::preview, schedules::get_one, schedules::update, schedules::delete,
+        schedules::pause, schedules::resume, schedules::trigger,
         queues::list, queues::pause, queues::resume,
         dlq::list, dlq::redrive_one, dlq::redrive_all,
         keys::create, keys::list, keys::revoke,
@@ -18,7 +20,7 @@ use crate::routes::{dlq, keys, queues, system, tasks};
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Security),
-    tags((name = "tasks"), (name = "queues"), (name = "dlq", description = "Dead-letter queue"), (name = "keys", description = "API keys (admin)"), (name = "system"))
+    tags((name = "tasks"), (name = "schedules", description = "Recurring schedules: cron expression, time zone, task template"), (name = "queues"), (name = "dlq", description = "Dead-letter queue"), (name = "keys", description = "API keys (admin)"), (name = "system"))
 )]
 struct ApiDoc;
 
@@ -33,7 +35,7 @@ impl Modify for Security {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+            for op in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete].into_iter().flatten() {
                 op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
             }
         }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
-use chronos_core::model::{Backoff, NewTask, Priority};
+use chronos_core::cron::Tz;
+use chronos_core::model::{Backoff, NewTask, Overlap, Priority};
+use chronos_core::schedule::{Misfire, SchedulePatch, ScheduleRecord, ScheduleSpec, TaskTemplate};
 use chronos_core::store::{AttemptRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -341,6 +343,313 @@ pub struct CreatedKey {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyView>,
+}
+
+/// What each occurrence of a schedule runs: the fields of `POST /v1/tasks` that say what runs,
+/// with the same meanings, defaults and limits (when it runs is the schedule's business).
+/// Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTemplateBody {
+    /// The handler kind, e.g. `http`, `email`. 1–128 of A–Z a–z 0–9 _ - . : /
+    #[schema(example = "http", pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
+    pub name: String,
+    /// Default `default`. 1–64 of A–Z a–z 0–9 _ - .
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub queue: Option<String>,
+    /// Any JSON; default `{}`. Size-limited (default 256 KiB).
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    /// 0–100 (higher first) or `critical` (100), `high` (75), `normal` (50), `low` (25).
+    #[serde(default)]
+    #[schema(value_type = Option<PrioritySchema>)]
+    pub priority: Option<Priority>,
+    /// 1–1000, default 5.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "crate::json::opt_object")]
+    #[schema(value_type = Option<BackoffSchema>)]
+    pub backoff: Option<Backoff>,
+    /// Per-attempt timeout, 1–86400000 ms, default 30000.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl TaskTemplateBody {
+    /// The template with the defaults of a task submitted without options, validated as such a
+    /// task would be; an error names the field under `task.`.
+    pub fn into_template(self, max_payload: usize) -> Result<TaskTemplate, ApiError> {
+        let mut t = TaskTemplate::new(self.name, self.payload.unwrap_or_else(|| serde_json::json!({})));
+        if let Some(q) = self.queue {
+            t.queue = q;
+        }
+        if let Some(p) = self.priority {
+            t.priority = p;
+        }
+        if let Some(n) = self.max_attempts {
+            t.max_attempts = n;
+        }
+        if let Some(b) = self.backoff {
+            t.backoff = b;
+        }
+        if let Some(ms) = self.timeout_ms {
+            t.timeout_ms = ms;
+        }
+        t.validate(max_payload).map_err(|e| match e {
+            chronos_core::Error::Invalid { field, message } => ApiError::validation(format!("task.{field}"), message),
+            other => other.into(),
+        })?;
+        Ok(t)
+    }
+}
+
+/// `#[serde(deserialize_with)]` for a required struct field: a JSON object only.
+fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    crate::json::Object::<T>::deserialize(d).map(|crate::json::Object(v)| v)
+}
+
+/// A recurring schedule to create. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    /// Unique. 1–128 of A–Z a–z 0–9 _ - . : /
+    #[schema(example = "nightly-report", pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
+    pub name: String,
+    /// crontab(5): 5 fields (minute hour day-of-month month day-of-week), 6 with a leading
+    /// second, or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`). Evaluated in
+    /// `timezone`.
+    #[schema(example = "0 9 * * 1-5", pattern = "^[^\\x00]*$")]
+    pub cron: String,
+    /// IANA time zone name, default `UTC`.
+    #[serde(default)]
+    #[schema(example = "Europe/Berlin", pattern = "^[^\\x00]*$")]
+    pub timezone: Option<String>,
+    #[serde(deserialize_with = "object")]
+    pub task: TaskTemplateBody,
+    /// When an occurrence comes due while the previous run has not finished: `allow` (run
+    /// anyway, default), `skip` (drop it) or `queue_one` (keep at most one waiting).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(allow|skip|queue_one)$")]
+    pub overlap: Option<Overlap>,
+    /// Occurrences missed while no tick ran: `run_all`, `run_once` (the latest, default) or `skip`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(run_all|run_once|skip)$")]
+    pub misfire: Option<Misfire>,
+    /// Create it paused (nothing planned until resumed). Default false.
+    #[serde(default)]
+    pub paused: Option<bool>,
+}
+
+impl CreateSchedule {
+    pub fn into_spec(self, max_payload: usize) -> Result<ScheduleSpec, ApiError> {
+        let task = self.task.into_template(max_payload)?;
+        let mut spec = ScheduleSpec::new(self.name, self.cron, task);
+        if let Some(tz) = self.timezone {
+            spec.timezone = tz;
+        }
+        spec.overlap = self.overlap.unwrap_or_default();
+        spec.misfire = self.misfire.unwrap_or_default();
+        spec.paused = self.paused.unwrap_or(false);
+        Ok(spec)
+    }
+}
+
+/// Changes to a schedule: any of the fields of the create request except `paused` (use
+/// `/pause` and `/resume`); a field left out (or null) stays as it is. `task` replaces the
+/// whole template. Changing `cron`, `timezone`, `task` or `overlap` drops the occurrences
+/// planned under the old definition that have not started and plans again from now.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSchedule {
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[schema(example = "*/15 * * * *", pattern = "^[^\\x00]*$")]
+    pub cron: Option<String>,
+    #[serde(default)]
+    #[schema(example = "Europe/Berlin", pattern = "^[^\\x00]*$")]
+    pub timezone: Option<String>,
+    #[serde(default, deserialize_with = "crate::json::opt_object")]
+    pub task: Option<TaskTemplateBody>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(allow|skip|queue_one)$")]
+    pub overlap: Option<Overlap>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(run_all|run_once|skip)$")]
+    pub misfire: Option<Misfire>,
+    /// Refused with a pointer to `/pause` and `/resume`, rather than as an unknown field.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub paused: Option<serde_json::Value>,
+}
+
+impl UpdateSchedule {
+    pub fn into_patch(self, max_payload: usize) -> Result<SchedulePatch, ApiError> {
+        if self.paused.is_some() {
+            return Err(ApiError::validation(
+                "paused",
+                "cannot be changed here; use POST /v1/schedules/{id}/pause or /v1/schedules/{id}/resume",
+            ));
+        }
+        let patch = SchedulePatch {
+            name: self.name,
+            cron: self.cron,
+            timezone: self.timezone,
+            task: self.task.map(|t| t.into_template(max_payload)).transpose()?,
+            overlap: self.overlap,
+            misfire: self.misfire,
+        };
+        if patch.is_empty() {
+            return Err(ApiError::validation(
+                "body",
+                "nothing to change; give at least one of name, cron, timezone, task, overlap, misfire",
+            ));
+        }
+        Ok(patch)
+    }
+}
+
+/// The task each occurrence runs, with every default filled in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskTemplateView {
+    pub name: String,
+    pub queue: String,
+    /// Any JSON.
+    pub payload: serde_json::Value,
+    #[schema(minimum = 0, maximum = 100)]
+    pub priority: u8,
+    pub max_attempts: u32,
+    #[schema(value_type = BackoffSchema)]
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+}
+
+impl From<TaskTemplate> for TaskTemplateView {
+    fn from(t: TaskTemplate) -> Self {
+        TaskTemplateView {
+            name: t.name,
+            queue: t.queue,
+            payload: t.payload,
+            priority: t.priority.get(),
+            max_attempts: t.max_attempts,
+            backoff: t.backoff,
+            timeout_ms: t.timeout_ms,
+        }
+    }
+}
+
+/// One run of a schedule: an occurrence whose instant has come (or a manual trigger), with its
+/// live state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleRunView {
+    pub task_id: Uuid,
+    /// The occurrence's instant, with the schedule zone's offset.
+    #[schema(format = DateTime)]
+    pub fire_at: Option<String>,
+    /// scheduled, queued, running, retrying, completed, dead or cancelled.
+    #[schema(pattern = "^(scheduled|queued|running|retrying|completed|dead|cancelled)$")]
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A schedule. Fire instants (`next_fires`, `last_fire_at`, `runs[].fire_at`) carry the
+/// schedule zone's UTC offset (`2026-03-29T03:00:00+02:00`); bookkeeping times are UTC.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleView {
+    pub id: Uuid,
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub task: TaskTemplateView,
+    pub paused: bool,
+    #[schema(pattern = "^(allow|skip|queue_one)$")]
+    pub overlap: String,
+    #[schema(pattern = "^(run_all|run_once|skip)$")]
+    pub misfire: String,
+    /// The key id that created it.
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Every occurrence up to this instant has been planned as a task (or skipped by the
+    /// misfire policy).
+    pub planned_until: DateTime<Utc>,
+    /// The latest occurrence whose instant has come.
+    #[schema(format = DateTime)]
+    pub last_fire_at: Option<String>,
+    /// The next five fire instants from now; empty while paused.
+    pub next_fires: Vec<String>,
+    /// The last 10 runs, newest first (`GET /v1/schedules/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<ScheduleRunView>>,
+}
+
+/// An instant as RFC 3339 with the zone's offset at that instant.
+pub fn zoned(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz).to_rfc3339()
+}
+
+/// How many upcoming fires a schedule view lists.
+pub const NEXT_FIRES: usize = 5;
+
+impl ScheduleView {
+    pub fn new(s: ScheduleRecord, now: DateTime<Utc>) -> Self {
+        // Stored zones were validated on the way in; UTC only if the zone database lost one.
+        let tz = chronos_core::cron::parse_timezone(&s.timezone).unwrap_or(Tz::UTC);
+        let next_fires = if s.paused { Vec::new() } else { s.next_fires(now, NEXT_FIRES).into_iter().map(|t| zoned(t, tz)).collect() };
+        ScheduleView {
+            id: s.id,
+            name: s.name,
+            cron: s.cron,
+            timezone: s.timezone,
+            task: s.task.into(),
+            paused: s.paused,
+            overlap: s.overlap.as_str().into(),
+            misfire: s.misfire.as_str().into(),
+            created_by: s.created_by,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            planned_until: s.planned_until,
+            last_fire_at: s.last_fire_at.map(|t| zoned(t, tz)),
+            next_fires,
+            runs: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchedulePage {
+    pub schedules: Vec<ScheduleView>,
+    /// Pass as `after` for the next page (the last name of this one); absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What `POST /v1/schedules/{id}/trigger` started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggeredRun {
+    pub schedule_id: Uuid,
+    pub task_id: Uuid,
+    pub task: TaskView,
+}
+
+/// The fire instants of a cron expression in a zone, computed without creating anything.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchedulePreview {
+    pub cron: String,
+    pub timezone: String,
+    /// RFC 3339 with the zone's offset at each instant, ascending.
+    pub next_fires: Vec<String>,
+    /// Debian cron's DST rule applies (a 5-field expression whose minute and hour do not start
+    /// with `*`): a wall time skipped by a spring-forward runs once at the end of the gap, a
+    /// repeated one runs once.
+    pub fixed_time: bool,
+    /// The expression has a leading seconds field.
+    pub has_seconds: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
