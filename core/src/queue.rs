@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, queues_set};
-use crate::model::{Backoff, ClaimedTask, Overlap, PreparedTask, Schedule, TaskId};
+use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
@@ -197,8 +197,8 @@ impl Engine {
                         .arg(delay)
                         .arg(p.dedupe_key().unwrap_or_default());
                     match &p.task.origin {
-                        Some(o) if o.overlap != Overlap::Allow => cmd.arg(o.schedule_id.to_string()).arg(o.overlap.code()),
-                        _ => cmd.arg("").arg(""),
+                        Some(o) => cmd.arg(o.schedule_id.to_string()).arg(o.overlap.code()),
+                        None => cmd.arg("").arg(""),
                     };
                 }
                 // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.

@@ -125,8 +125,8 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
                 // its origin's policy was allow, which the join cannot tell apart; it gets the guard).
                 let overlap: crate::model::Overlap = r.get::<&str, _>("overlap").parse().unwrap_or_default();
                 match r.get::<Option<Uuid>, _>("schedule_id") {
-                    Some(sid) if overlap != crate::model::Overlap::Allow => inv.arg(sid.to_string()).arg(overlap.code()),
-                    _ => inv.arg("").arg(""),
+                    Some(sid) => inv.arg(sid.to_string()).arg(overlap.code()),
+                    None => inv.arg("").arg(""),
                 };
             }
             let mut conn = engine.connection();

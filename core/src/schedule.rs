@@ -1,15 +1,22 @@
 //! Recurring schedules: stored in Postgres, planned ahead by the tick.
 //!
 //! Each tick plans every occurrence in `(planned_until, now + horizon]` as a delayed task and
-//! advances `planned_until`, all inside one transaction that holds the schedule's row lock
-//! (`FOR UPDATE SKIP LOCKED`): two ticks never plan one schedule at once, and a tick that
-//! crashes before commit leaves `planned_until` where it was. An occurrence's task id is
-//! derived from (schedule, fire instant) ([`Origin::task_id`]), and the task row is inserted
-//! with `ON CONFLICT (id) DO NOTHING`, so an occurrence planned again is still one task.
+//! advances `planned_until`, while a transaction holds the schedule's row lock
+//! (`FOR NO KEY UPDATE SKIP LOCKED`): two ticks never plan one schedule at once, and a tick that
+//! stops half-way leaves `planned_until` where it was, so the next one plans the same window.
+//! An occurrence's task id is derived from (schedule, fire instant) ([`Origin::task_id`]).
 //!
-//! The Redis enqueue happens before the commit. If Redis refuses, the transaction rolls back
-//! and the next tick tries again; if the commit fails after Redis took the tasks, the next tick
-//! plans the same ids, Postgres gets its rows and Redis (which still holds them) skips them.
+//! Under the lock, in this order:
+//! 1. the occurrences' task rows are inserted and committed (`ON CONFLICT (id) DO NOTHING`) on
+//!    a connection of their own, so the audit writer finds a row for every event a worker
+//!    produces, however fast the task runs;
+//! 2. the new occurrences, and any earlier-inserted ones Postgres still shows as not started,
+//!    are enqueued in Redis, which skips an id it holds live and one that already ran (the
+//!    tombstone `done:<id>` that finishing an occurrence leaves for six hours);
+//! 3. `planned_until` moves and the lock's transaction commits.
+//!
+//! So a tick that dies anywhere, a retried Lambda or two ticks racing never enqueue an
+//! occurrence twice, and never lose one: the window is planned again and step 2 fills the gap.
 //!
 //! Sub-minute schedules are exact because the delayed set fires them, not the tick.
 
@@ -308,12 +315,13 @@ impl Scheduler {
     }
 
     /// Create a schedule and plan its first occurrences at once (so a new every-second
-    /// schedule does not wait for the next tick).
+    /// schedule does not wait for the next tick; if that planning fails, the next tick does it).
     pub async fn create(&self, spec: &ScheduleSpec, created_by: Option<&str>) -> Result<ScheduleRecord, ChangeError> {
         let (expr, tz) = spec.validate(self.chronos.max_payload_bytes)?;
         let now = Utc::now();
         let id = Uuid::now_v7();
         let t = &spec.task;
+        self.chronos.engine.register_queue(&t.queue).await?;
         sqlx::query(
             "INSERT INTO schedules (id, name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms,
                                     enabled, overlap, misfire, planned_until, next_fire_at, created_by, created_at, updated_at)
@@ -338,10 +346,7 @@ impl Scheduler {
         .bind(created_by)
         .execute(self.store().pool())
         .await?;
-        self.chronos.engine.register_queue(&t.queue).await?;
-        if !spec.paused {
-            self.plan_one(id).await?;
-        }
+        self.plan_now(id).await;
         self.get(id).await?.ok_or(ChangeError::NotFound)
     }
 
@@ -426,10 +431,10 @@ impl Scheduler {
         .bind(expr.next_n(tz, now, 1).first().copied())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
         self.chronos.engine.register_queue(&t.queue).await?;
-        if replan && !cur.paused {
-            self.plan_one(id).await?;
+        tx.commit().await?;
+        if replan {
+            self.plan_now(id).await;
         }
         self.get(id).await?.ok_or(ChangeError::NotFound)
     }
@@ -455,7 +460,7 @@ impl Scheduler {
         }
         tx.commit().await?;
         if was != paused && !paused {
-            self.plan_one(id).await?;
+            self.plan_now(id).await;
         }
         self.get(id).await?.ok_or(ChangeError::NotFound)
     }
@@ -518,21 +523,28 @@ impl Scheduler {
         Ok(dropped.len())
     }
 
-    /// Plan one schedule now (after create, edit or resume).
+    /// Plan one schedule now (after create, edit or resume) rather than at the next tick. A
+    /// failure is logged: the change itself is made, and the next tick plans it.
+    async fn plan_now(&self, id: Uuid) {
+        if let Err(e) = self.plan_one(id).await {
+            tracing::warn!(schedule = %id, error = %e, "could not plan the schedule now; the next tick will");
+        }
+    }
+
     async fn plan_one(&self, id: Uuid) -> Result<()> {
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(self.horizon).unwrap_or_default();
+        let mut report = TickReport::default();
         loop {
             let mut tx = self.store().pool().begin().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND enabled AND planned_until < $2 FOR UPDATE"
+                "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND enabled AND planned_until < $2 FOR NO KEY UPDATE"
             )))
             .bind(id)
             .bind(until)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else { return Ok(()) };
-            let mut report = TickReport::default();
             self.plan(&mut tx, &schedule_from_row(&row), now, until, &mut report).await?;
             tx.commit().await?;
         }
@@ -555,7 +567,7 @@ impl Scheduler {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {SCHEDULE_COLUMNS} FROM schedules
                  WHERE enabled AND planned_until < $1 AND id <> ALL($2)
-                 ORDER BY planned_until LIMIT $3 FOR UPDATE SKIP LOCKED"
+                 ORDER BY planned_until LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED"
             )))
             .bind(until)
             .bind(&failed)
@@ -642,7 +654,8 @@ impl Scheduler {
         self.record(tx, s, &expr, tz, fires, planned_to, now, report).await
     }
 
-    /// Insert and enqueue the occurrences at `fires`, then move `planned_until`.
+    /// Insert and enqueue the occurrences at `fires`, then move `planned_until` (see the module
+    /// documentation for why in this order).
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
@@ -663,12 +676,30 @@ impl Scheduler {
             prepared.push(t.prepare(self.chronos.max_payload_bytes)?);
         }
         if !prepared.is_empty() {
-            let recorded = Store::insert_tasks_in(tx, &prepared, self.chronos.idempotency_retention).await?;
-            let fresh: Vec<_> = prepared.into_iter().zip(&recorded).filter(|(_, (_, created))| *created).map(|(p, _)| p).collect();
-            if !fresh.is_empty() {
-                self.chronos.engine.enqueue(&fresh, self.chronos.idempotency_retention).await?;
+            // Committed at once, on a connection of its own (the row lock is FOR NO KEY UPDATE,
+            // so these rows' foreign-key check does not wait for it).
+            let mut own = self.store().pool().acquire().await?;
+            let recorded = Store::insert_tasks_in(&mut own, &prepared, self.chronos.idempotency_retention).await?;
+            let seen: Vec<TaskId> = recorded.iter().filter(|(_, created)| !created).map(|(id, _)| *id).collect();
+            let unstarted: Vec<TaskId> = if seen.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_scalar("SELECT id FROM tasks WHERE id = ANY($1) AND status IN ('scheduled', 'queued') AND attempts = 0")
+                    .bind(&seen)
+                    .fetch_all(&mut *own)
+                    .await?
+            };
+            drop(own);
+            let due: Vec<_> = prepared
+                .into_iter()
+                .zip(&recorded)
+                .filter(|(p, (_, created))| *created || unstarted.contains(&p.id))
+                .map(|(p, _)| p)
+                .collect();
+            if !due.is_empty() {
+                let enqueued = self.chronos.engine.enqueue(&due, self.chronos.idempotency_retention).await?;
+                report.planned += enqueued.iter().filter(|(_, created)| *created).count();
             }
-            report.planned += fresh.len();
         }
         report.schedules += 1;
         sqlx::query(

@@ -199,19 +199,24 @@ async fn misfire_policies_after_a_ten_minute_tick_outage() {
 
     // The missed ones run now.
     let run_all = ids[&Misfire::RunAll];
-    let expect = missed.len() as i64 + 1;
-    wait_until(Duration::from_secs(20), "missed occurrences ran", || async {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'completed' AND fire_at <= $1 AND schedule_id IN ($2, $3)")
-                .bind(now)
-                .bind(run_all)
-                .bind(ids[&Misfire::RunOnce])
-                .fetch_one(env.store.pool())
-                .await
-                .unwrap();
-        done == expect
-    })
-    .await;
+    let expect = missed.len() + 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<(String, DateTime<Utc>, Uuid)> = sqlx::query_as(
+            "SELECT status, fire_at, schedule_id FROM tasks WHERE fire_at <= $1 AND schedule_id IN ($2, $3) ORDER BY fire_at",
+        )
+        .bind(now)
+        .bind(run_all)
+        .bind(ids[&Misfire::RunOnce])
+        .fetch_all(env.store.pool())
+        .await
+        .unwrap();
+        if rows.len() == expect && rows.iter().all(|r| r.0 == "completed") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "missed occurrences did not all run (expected {expect}): {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     w.stop().await;
     env.cleanup().await;
 }
@@ -353,5 +358,58 @@ async fn a_two_second_schedule_calls_a_local_server_on_the_second_and_stops_when
     assert_eq!(zcard(&env, &env.engine.keys("default").delayed).await, 0);
     server.abort();
     w.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_tick_that_died_between_writing_rows_and_enqueueing_is_completed_by_the_next_without_a_second_run() {
+    let env = TestEnv::new().await;
+    let s = scheduler(&env);
+    let template = TaskTemplate::new("noop", json!({}));
+    let mut sp = spec("five", "*/5 * * * * *", template.clone());
+    sp.paused = true;
+    let id = s.create(&sp, None).await.unwrap().id;
+    let t0 = Utc::now().trunc_subsecs(0);
+    arm(&env, id, t0).await;
+    let expr = CronExpr::parse("*/5 * * * * *").unwrap();
+    let until = t0 + chrono::Duration::from_std(DEFAULT_HORIZON).unwrap();
+    let all = expr.occurrences(chronos_core::cron::Tz::UTC, t0, until, 1000);
+
+    // A previous tick wrote the first minute's rows, then died before Redis heard of them —
+    // except the first, which it had enqueued and which has already run (its tombstone says so;
+    // Postgres has not caught up and still shows it queued).
+    let written: Vec<_> = all
+        .iter()
+        .take(12)
+        .map(|f| {
+            let mut t = template.task().run_at(*f);
+            t.origin = Some(chronos_core::model::Origin { schedule_id: id, fire_at: *f, overlap: Overlap::Allow });
+            t.prepare(1 << 20).unwrap()
+        })
+        .collect();
+    env.store.insert_tasks(&written, Duration::from_secs(60)).await.unwrap();
+    let keys = env.engine.keys("default");
+    let mut c = env.engine.connection();
+    let _: () = redis::cmd("SET").arg(format!("{}done:{}", keys.prefix, written[0].id)).arg(1).query_async(&mut c).await.unwrap();
+
+    let report = s.tick_at(t0).await.unwrap();
+    assert_eq!(report.planned, all.len() - 1, "every occurrence enqueued once, the one that ran not again");
+    let delayed: Vec<String> = redis::cmd("ZRANGE").arg(&keys.delayed).arg(0).arg(-1).query_async(&mut c).await.unwrap();
+    assert_eq!(delayed.len(), all.len() - 1);
+    assert!(!delayed.contains(&written[0].id.to_string()));
+    assert_eq!(occurrences(&env, id).await.len(), all.len());
+
+    // A row Redis never received is dropped on pause like a planned one; the one that ran stays.
+    let late = {
+        let mut t = template.task().run_at(until + chrono::Duration::seconds(5));
+        t.origin =
+            Some(chronos_core::model::Origin { schedule_id: id, fire_at: until + chrono::Duration::seconds(5), overlap: Overlap::Allow });
+        t.prepare(1 << 20).unwrap()
+    };
+    env.store.insert_tasks(std::slice::from_ref(&late), Duration::from_secs(60)).await.unwrap();
+    s.set_paused(id, true).await.unwrap();
+    let left = occurrences(&env, id).await;
+    assert_eq!(left.iter().map(|(_, t)| *t).collect::<Vec<_>>(), vec![written[0].id]);
+    assert_eq!(zcard(&env, &keys.delayed).await, 0);
     env.cleanup().await;
 }

@@ -16,6 +16,7 @@ for i = 3, #ARGV, 2 do
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
     guard_release(prefix, id, f[4], ready, seqkey, wake)
+    tombstone(prefix, id, f[4])
     redis.call('DEL', tkey, prefix .. 'p:' .. id)
     done[#done + 1] = id .. ':' .. f[3]
     out[#out + 1] = 1

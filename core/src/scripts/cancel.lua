@@ -32,6 +32,7 @@ elseif st == 'dead' then
   redis.call('ZREM', dlq, id)
 end
 guard_release(prefix, id, f[4], ready, seqkey, wake)
+tombstone(prefix, id, f[4])
 redis.call('DEL', tkey, prefix .. 'p:' .. id)
 redis.call('XADD', outbox, '*', 'k', 'X', 't', now, 'i', id, 'a', f[3] or 0, 'by', actor, 'st', st)
 return {'cancelled', st}

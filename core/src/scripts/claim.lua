@@ -47,7 +47,7 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
       local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov')
       tok = tok + 1
       local blocked = nil
-      if f[3] and f[7] then
+      if f[3] and f[7] and f[8] then
         local gkey = prefix .. 'sg:' .. f[7]
         local holder = redis.call('GET', gkey)
         -- completed and cancelled runs leave Redis; a dead one is finished too
@@ -64,6 +64,7 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
             local why = 'skipped: the previous run ' .. blocked .. ' of its schedule has not finished (overlap '
             if f[8] == 'q' then why = why .. 'queue_one: one run is already waiting)' else why = why .. 'skip)' end
             redis.call('DEL', tkey, prefix .. 'p:' .. id)
+            redis.call('SET', prefix .. 'done:' .. id, '1', 'PX', 21600000) -- a tombstone, as guard.lua's
             redis.call('XADD', outbox, '*', 'k', 'S', 't', now, 'i', id, 'e', why)
           end
         else

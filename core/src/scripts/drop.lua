@@ -1,5 +1,7 @@
 -- drop: take back a schedule's occurrences that have not started (the schedule was paused,
--- edited or deleted). A task that was claimed even once is left alone.
+-- edited or deleted). A task that was claimed even once is left alone, and so is one that
+-- already finished (its tombstone says so; Postgres may not know yet). One that Redis never
+-- received (the tick stopped between writing its row and enqueueing it) counts as dropped.
 --
 -- KEYS[1] ready  KEYS[2] delayed
 -- ARGV[1] key prefix  ARGV[2..] task ids
@@ -15,6 +17,8 @@ for i = 2, #ARGV do
     redis.call('ZREM', ready, id)
     redis.call('ZREM', delayed, id)
     redis.call('DEL', tkey, prefix .. 'p:' .. id)
+    out[#out + 1] = id
+  elseif not f[1] and redis.call('EXISTS', prefix .. 'done:' .. id) == 0 then
     out[#out + 1] = id
   end
 end

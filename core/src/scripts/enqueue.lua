@@ -13,8 +13,9 @@
 --         id, name, payload, priority, max_attempts, backoff, timeout_ms, idempotency key ("" = none),
 --         run_at (epoch ms, 0 = use delay), delay_ms, dedupe key (the idempotency key scoped to the
 --         API key that submitted it, so two clients' keys never collide; "" = none),
---         schedule id and overlap code ("s" skip, "q" queue one) for a schedule's occurrence that
---         claim.lua must guard ("" = no guard; the fields are stored only when set)
+--         schedule id of a schedule's occurrence ("" = none) and its overlap code ("s" skip, "q"
+--         queue one, "" allow: no guard); stored only when set. An occurrence whose id has a
+--         tombstone (done:<id>, see guard.lua) already ran and is not enqueued again.
 -- Returns: {now, id_1, created_1, id_2, created_2, ...}; created is 1 for a new task, 0 when the
 --          idempotency key (or the id) already named a task, whose id is returned instead.
 local ready, delayed, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -37,7 +38,7 @@ for i = 0, n - 1 do
   if dk ~= '' then
     existing = redis.call('GET', prefix .. 'idem:' .. dk)
   end
-  if not existing and redis.call('EXISTS', tkey) == 1 then
+  if not existing and (redis.call('EXISTS', tkey) == 1 or (sg ~= '' and redis.call('EXISTS', prefix .. 'done:' .. id) == 1)) then
     existing = id
   end
   if existing then
@@ -49,7 +50,11 @@ for i = 0, n - 1 do
     end
     local due = run_at
     if due == 0 then due = now + delay end
-    if sg ~= '' then redis.call('HSET', tkey, 'sg', sg, 'ov', ov) end
+    if ov ~= '' then
+      redis.call('HSET', tkey, 'sg', sg, 'ov', ov)
+    elseif sg ~= '' then
+      redis.call('HSET', tkey, 'sg', sg)
+    end
     if due <= now then
       local seq = redis.call('INCR', seqkey)
       redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,

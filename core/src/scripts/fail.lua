@@ -27,6 +27,7 @@ redis.call('ZREM', active, id)
 
 if outcome == 'cancelled' then
   guard_release(prefix, id, f[6], ready, seqkey, wake)
+  tombstone(prefix, id, f[6])
   redis.call('DEL', tkey, prefix .. 'p:' .. id)
   redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker)
   return {'cancelled', now}

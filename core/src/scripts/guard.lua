@@ -1,5 +1,14 @@
 -- guard: shared by the scripts that end a task (prepended to ack, fail, cancel and reap).
 --
+-- A schedule's occurrence (its hash has field sg = schedule id) that leaves Redis leaves a
+-- tombstone "done:<id>" behind for a while, so the tick, which re-enqueues occurrences it
+-- cannot find (after a crash between writing their rows and enqueueing them), never enqueues
+-- one that already ran. enqueue.lua refuses an id with a tombstone.
+local DONE_TTL_MS = 21600000 -- 6 h: longer than any audit lag the tick could observe
+local function tombstone(prefix, id, sg)
+  if sg and sg ~= '' then redis.call('SET', prefix .. 'done:' .. id, '1', 'PX', DONE_TTL_MS) end
+end
+--
 -- A schedule with an overlap policy other than "allow" owns a guard key "sg:<schedule>" that
 -- names its run in progress; claim.lua takes it. When that run ends, the guard is dropped and
 -- the one occurrence parked behind it ("sq:<schedule>", overlap "queue_one") goes to ready.

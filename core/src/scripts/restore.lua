@@ -35,7 +35,11 @@ for i = 0, n - 1 do
     if st == 'running' and a >= ma then ma = a + 1 end
     redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', a, 'ma', ma, 'mb', ma, 'bk', bk, 'to', to,
       'st', status, 'ik', ik, 'ca', now, 'ra', ra)
-    if sg ~= '' then redis.call('HSET', tkey, 'sg', sg, 'ov', ov) end
+    if ov ~= '' then
+      redis.call('HSET', tkey, 'sg', sg, 'ov', ov)
+    elseif sg ~= '' then
+      redis.call('HSET', tkey, 'sg', sg)
+    end
     redis.call('SET', prefix .. 'p:' .. id, payload)
     redis.call('ZADD', set, score, id)
     restored = restored + 1

@@ -174,6 +174,11 @@ pub struct TaskView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The schedule that planned this task (null for a task submitted directly, or once its
+    /// schedule was deleted).
+    pub schedule_id: Option<Uuid>,
+    /// The schedule occurrence this task runs (its cron fire instant).
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 impl From<TaskRecord> for TaskView {
@@ -196,6 +201,8 @@ impl From<TaskRecord> for TaskView {
             created_at: t.created_at,
             updated_at: t.updated_at,
             finished_at: t.finished_at,
+            schedule_id: t.schedule_id,
+            fire_at: t.fire_at,
         }
     }
 }

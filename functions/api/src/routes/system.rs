@@ -56,6 +56,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     out.push_str("# HELP chronos_tasks_created_total Tasks accepted by this API process.\n# TYPE chronos_tasks_created_total counter\n");
     let _ = writeln!(out, "chronos_tasks_created_total {}", m.tasks_created.load(Ordering::Relaxed));
+    out.push_str(
+        "# HELP chronos_task_writes_total Postgres transactions (each with one Redis round trip) that accepted tasks; concurrent submissions share one.\n# TYPE chronos_task_writes_total counter\n",
+    );
+    let _ = writeln!(out, "chronos_task_writes_total {}", state.chronos.writes());
     if let Ok(queues) = state.chronos.engine.queues().await {
         type Gauge = (&'static str, &'static str, fn(&chronos_core::queue::QueueCounts) -> u64);
         let gauges: [Gauge; 7] = [

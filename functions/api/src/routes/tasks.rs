@@ -50,6 +50,8 @@ fn created_view(id: TaskId, t: &NewTask) -> TaskView {
         created_at: now,
         updated_at: now,
         finished_at: None,
+        schedule_id: t.origin.map(|o| o.schedule_id),
+        fire_at: t.origin.map(|o| o.fire_at),
     }
 }
 
