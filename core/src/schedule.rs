@@ -227,6 +227,25 @@ impl ScheduleRecord {
     }
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Bind `$1` (the id) and `$2`–`$11`, the definition columns INSERT and UPDATE share:
+/// name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms.
+fn bind_definition<'q>(q: PgQuery<'q>, id: Uuid, spec: &'q ScheduleSpec, expr: &CronExpr, tz: Tz) -> PgQuery<'q> {
+    let t = &spec.task;
+    q.bind(id)
+        .bind(&spec.name)
+        .bind(expr.source().to_owned())
+        .bind(tz.name())
+        .bind(&t.name)
+        .bind(&t.queue)
+        .bind(&t.payload)
+        .bind(t.priority.get() as i16)
+        .bind(t.max_attempts as i32)
+        .bind(serde_json::to_value(t.backoff).unwrap_or_default())
+        .bind(t.timeout_ms as i64)
+}
+
 const SCHEDULE_COLUMNS: &str = "id, name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms, \
      enabled, overlap, misfire, planned_until, last_fire_at, next_fire_at, created_by, created_at, updated_at";
 
@@ -322,30 +341,20 @@ impl Scheduler {
         let id = Uuid::now_v7();
         let t = &spec.task;
         self.chronos.engine.register_queue(&t.queue).await?;
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO schedules (id, name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms,
                                     enabled, overlap, misfire, planned_until, next_fire_at, created_by, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $15, $15)",
-        )
-        .bind(id)
-        .bind(&spec.name)
-        .bind(expr.source())
-        .bind(tz.name())
-        .bind(&t.name)
-        .bind(&t.queue)
-        .bind(&t.payload)
-        .bind(t.priority.get() as i16)
-        .bind(t.max_attempts as i32)
-        .bind(serde_json::to_value(t.backoff).unwrap_or_default())
-        .bind(t.timeout_ms as i64)
-        .bind(!spec.paused)
-        .bind(spec.overlap.as_str())
-        .bind(spec.misfire.as_str())
-        .bind(now)
-        .bind(expr.next_n(tz, now, 1).first().copied())
-        .bind(created_by)
-        .execute(self.store().pool())
-        .await?;
+        );
+        bind_definition(q, id, spec, &expr, tz)
+            .bind(!spec.paused)
+            .bind(spec.overlap.as_str())
+            .bind(spec.misfire.as_str())
+            .bind(now)
+            .bind(expr.next_n(tz, now, 1).first().copied())
+            .bind(created_by)
+            .execute(self.store().pool())
+            .await?;
         self.plan_now(id).await;
         self.get(id).await?.ok_or(ChangeError::NotFound)
     }
@@ -407,30 +416,20 @@ impl Scheduler {
             self.drop_unstarted(&mut tx, id, Some(now)).await?;
         }
         let t = &spec.task;
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE schedules SET name = $2, cron = $3, timezone = $4, task_name = $5, queue = $6, payload = $7, priority = $8,
                     max_attempts = $9, backoff = $10, timeout_ms = $11, overlap = $12, misfire = $13,
                     planned_until = CASE WHEN $14 THEN $15 ELSE planned_until END, next_fire_at = $16, updated_at = $15
              WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&spec.name)
-        .bind(expr.source())
-        .bind(tz.name())
-        .bind(&t.name)
-        .bind(&t.queue)
-        .bind(&t.payload)
-        .bind(t.priority.get() as i16)
-        .bind(t.max_attempts as i32)
-        .bind(serde_json::to_value(t.backoff).unwrap_or_default())
-        .bind(t.timeout_ms as i64)
-        .bind(spec.overlap.as_str())
-        .bind(spec.misfire.as_str())
-        .bind(replan)
-        .bind(now)
-        .bind(expr.next_n(tz, now, 1).first().copied())
-        .execute(&mut *tx)
-        .await?;
+        );
+        bind_definition(q, id, &spec, &expr, tz)
+            .bind(spec.overlap.as_str())
+            .bind(spec.misfire.as_str())
+            .bind(replan)
+            .bind(now)
+            .bind(expr.next_n(tz, now, 1).first().copied())
+            .execute(&mut *tx)
+            .await?;
         self.chronos.engine.register_queue(&t.queue).await?;
         tx.commit().await?;
         if replan {
