@@ -248,10 +248,14 @@ async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutdown: impl F
             continue;
         }
         error_backoff = Duration::from_millis(50);
-        if more && slots.available_permits() > 0 {
+        // One reading decides both what to wait for: read twice, a slot freed between the
+        // readings left the loop waiting for neither new work (no blocking wait started) nor
+        // a free slot (not full) — a worker that never claimed again.
+        let free = slots.available_permits();
+        if more && free > 0 {
             continue;
         }
-        if blocker.is_none() && slots.available_permits() > 0 {
+        if blocker.is_none() && free > 0 {
             let mut conn = match spare_conn.take() {
                 Some(c) => c,
                 None => match engine.blocking_connection().await {
@@ -269,7 +273,9 @@ async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutdown: impl F
                 (conn, r)
             }));
         }
-        let full = slots.available_permits() == 0;
+        // A slot freed after `free` was read stores a permit in `slot_freed` (notify_one),
+        // so the wait below still wakes.
+        let full = free == 0;
         let due_sleep = async {
             match next_due {
                 Some(at) => tokio::time::sleep_until(at).await,
