@@ -334,7 +334,12 @@ impl AuditWriter {
             let mut outcomes = Vec::new();
             let mut errors = Vec::new();
             let mut details = Vec::new();
-            for ((id, a), r) in &b.attempts {
+            // Rows in key order: two writers (two worker processes) may hold events of the same
+            // tasks, and rows locked in different orders deadlock (each deadlock stalls both
+            // for Postgres's deadlock_timeout).
+            let mut attempts: Vec<_> = b.attempts.iter().collect();
+            attempts.sort_unstable_by_key(|(k, _)| **k);
+            for ((id, a), r) in attempts {
                 ids.push(*id);
                 nums.push(*a);
                 workers.push(r.worker.as_deref());
@@ -374,7 +379,9 @@ impl AuditWriter {
             let mut ras = Vec::new();
             let mut fts = Vec::new();
             let mut seqs = Vec::new();
-            for (id, u) in &b.tasks {
+            let mut tasks: Vec<_> = b.tasks.iter().collect();
+            tasks.sort_unstable_by_key(|(id, _)| **id);
+            for (id, u) in tasks {
                 ids.push(*id);
                 sts.push(u.status);
                 ats.push(u.attempts);
@@ -387,8 +394,8 @@ impl AuditWriter {
                 "UPDATE tasks SET status = u.st, attempts = GREATEST(tasks.attempts, u.a),
                    last_error = COALESCE(u.le, tasks.last_error), run_at = COALESCE(u.ra, tasks.run_at),
                    finished_at = u.ft, updated_at = now(), event_seq = u.seq
-                 FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[])
-                      AS u(id, st, a, le, ra, ft, seq)
+                 FROM (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[])
+                       AS v(id, st, a, le, ra, ft, seq) ORDER BY id) AS u
                  WHERE tasks.id = u.id AND tasks.event_seq < u.seq",
             )
             .bind(&ids)
