@@ -115,6 +115,24 @@ ensure_packages() {
     die "cargo not found on PATH; install Rust (https://rustup.rs) and re-run"
 }
 
+# ensure_commands CMD:PACKAGE... — apt-get install the packages whose command is missing
+# (e.g. `ensure_commands wrk:wrk`), for tools only one script needs.
+ensure_commands() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    sudo=(sudo)
+  fi
+  log "installing ${missing[*]} (apt)"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
 ensure_redis() {
   redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]]; }
   if redis_ping; then
