@@ -241,12 +241,13 @@ async fn created_by(env: &TestEnv, id: &str) -> Option<String> {
     env.store.get_task(id.parse().unwrap()).await.unwrap().unwrap().created_by
 }
 
-const TASK_FIELDS: [&str; 17] = [
+const TASK_FIELDS: [&str; 19] = [
     "attempts",
     "backoff",
     "cancel_requested",
     "created_at",
     "finished_at",
+    "fire_at",
     "id",
     "idempotency_key",
     "last_error",
@@ -256,6 +257,7 @@ const TASK_FIELDS: [&str; 17] = [
     "priority",
     "queue",
     "run_at",
+    "schedule_id",
     "status",
     "timeout_ms",
     "updated_at",
