@@ -100,16 +100,7 @@ ensure_packages() {
     missing+=(python3-venv)
   command -v curl >/dev/null || missing+=(curl)
 
-  if ((${#missing[@]})); then
-    local sudo=()
-    if ((EUID != 0)); then
-      command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
-      sudo=(sudo)
-    fi
-    log "installing ${missing[*]} (apt)"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  fi
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
 
   command -v cargo >/dev/null ||
     die "cargo not found on PATH; install Rust (https://rustup.rs) and re-run"
@@ -122,15 +113,19 @@ ensure_commands() {
   for pair in "$@"; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
   done
-  ((${#missing[@]})) || return 0
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+
+# apt_install PACKAGE... — as root, or through sudo.
+apt_install() {
   local sudo=()
   if ((EUID != 0)); then
-    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    command -v sudo >/dev/null || die "need root or sudo to install: $*"
     sudo=(sudo)
   fi
-  log "installing ${missing[*]} (apt)"
+  log "installing $* (apt)"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
 ensure_redis() {

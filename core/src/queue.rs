@@ -18,14 +18,15 @@ macro_rules! script {
     ($name:ident, $file:literal) => {
         static $name: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
     };
-    // Scripts that end a task share the overlap-guard release (Lua has no includes).
+    // Scripts that end a task share the overlap-guard release and the occurrence tombstone
+    // (Lua has no includes).
     ($name:ident, guarded $file:literal) => {
         static $name: LazyLock<Script> =
             LazyLock::new(|| Script::new(concat!(include_str!("scripts/guard.lua"), include_str!(concat!("scripts/", $file)))));
     };
 }
 script!(ENQUEUE, "enqueue.lua");
-script!(CLAIM, "claim.lua");
+script!(CLAIM, guarded "claim.lua");
 script!(ACK, guarded "ack.lua");
 script!(FAIL, guarded "fail.lua");
 script!(HEARTBEAT, "heartbeat.lua");

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::client::Chronos;
 use crate::cron::{CronExpr, Tz, parse_timezone};
 use crate::error::{Error, Result};
-use crate::model::{Backoff, NewTask, Origin, Overlap, Priority, TaskId, validate_queue_name, validate_task_name};
+use crate::model::{Backoff, NewTask, Origin, Overlap, Priority, TaskId};
 use crate::store::{Store, TaskRecord};
 
 /// The shortest planning horizon: a tick runs every minute, so one late or failed tick must
@@ -151,8 +151,6 @@ impl ScheduleSpec {
         validate_schedule_name(&self.name)?;
         let expr = CronExpr::parse(&self.cron)?;
         let tz = parse_timezone(&self.timezone)?;
-        validate_queue_name(&self.task.queue)?;
-        validate_task_name(&self.task.name)?;
         self.task.validate(max_payload)?;
         Ok((expr, tz))
     }
@@ -351,7 +349,7 @@ impl Scheduler {
             .bind(spec.overlap.as_str())
             .bind(spec.misfire.as_str())
             .bind(now)
-            .bind(expr.next_n(tz, now, 1).first().copied())
+            .bind(expr.next_after(tz, now))
             .bind(created_by)
             .execute(self.store().pool())
             .await?;
@@ -427,7 +425,7 @@ impl Scheduler {
             .bind(spec.misfire.as_str())
             .bind(replan)
             .bind(now)
-            .bind(expr.next_n(tz, now, 1).first().copied())
+            .bind(expr.next_after(tz, now))
             .execute(&mut *tx)
             .await?;
         self.chronos.engine.register_queue(&t.queue).await?;
@@ -708,7 +706,7 @@ impl Scheduler {
         )
         .bind(s.id)
         .bind(planned_to)
-        .bind(expr.next_n(tz, now, 1).first().copied())
+        .bind(expr.next_after(tz, now))
         .bind(now)
         .execute(&mut *tx)
         .await?;

@@ -64,7 +64,7 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
             local why = 'skipped: the previous run ' .. blocked .. ' of its schedule has not finished (overlap '
             if f[8] == 'q' then why = why .. 'queue_one: one run is already waiting)' else why = why .. 'skip)' end
             redis.call('DEL', tkey, prefix .. 'p:' .. id)
-            redis.call('SET', prefix .. 'done:' .. id, '1', 'PX', 21600000) -- a tombstone, as guard.lua's
+            tombstone(prefix, id, f[7])
             redis.call('XADD', outbox, '*', 'k', 'S', 't', now, 'i', id, 'e', why)
           end
         else

@@ -1,4 +1,4 @@
--- guard: shared by the scripts that end a task (prepended to ack, fail, cancel and reap).
+-- guard: shared by the scripts that end a task (prepended to claim, ack, fail, cancel and reap).
 --
 -- A schedule's occurrence (its hash has field sg = schedule id) that leaves Redis leaves a
 -- tombstone "done:<id>" behind for a while, so the tick, which re-enqueues occurrences it
