@@ -47,6 +47,23 @@ enum Cmd {
         #[arg(long, requires = "once")]
         at: Option<String>,
     },
+    /// Set the ECS worker service's desired count from the queues' backlog every `--every-s`
+    /// seconds (the scaler Lambda's work, as a local loop); needs CHRONOS_ECS_CLUSTER and
+    /// CHRONOS_ECS_SERVICE.
+    Scaler {
+        /// Run once, print the decision with its inputs, and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        every_s: u64,
+    },
+    /// Container health check: exit 0 when Redis answers PING (and, with --http, the URL
+    /// answers 2xx), 1 otherwise; within 3 seconds.
+    Health {
+        /// Also GET this URL, e.g. http://127.0.0.1:8081/healthz for the dashboard.
+        #[arg(long)]
+        http: Option<String>,
+    },
     /// Cron expressions.
     #[command(subcommand)]
     Cron(CronCmd),
@@ -174,6 +191,8 @@ async fn run(cli: Cli) -> Result<()> {
             let at = at.map(|a| rfc3339("--at", &a)).transpose()?;
             run_tick(&core, once.then_some(at), every_s, shutdown_signal()).await
         }
+        Cmd::Scaler { once, every_s } => run_scaler(&core, once, every_s).await,
+        Cmd::Health { http } => health(&core, http.as_deref()).await,
         Cmd::Cron(CronCmd::Next { expr, tz, count, after }) => {
             let e = CronExpr::parse(&expr)?;
             let zone = parse_timezone(&tz)?;
@@ -280,6 +299,38 @@ async fn run_tick(
         return Ok(());
     }
     chronos_tick::run_loop(scheduler, who, Duration::from_secs(every_s), shutdown).await;
+    Ok(())
+}
+
+async fn run_scaler(core: &CoreConfig, once: bool, every_s: u64) -> Result<()> {
+    let cfg = chronos_scaler::config::ScalerConfig::from_env()?;
+    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
+    // Locally the embedded-metric-format lines are only of interest when debugging.
+    let sink: chronos_scaler::MetricSink = std::sync::Arc::new(|line| tracing::debug!(target: "chronos::emf", "{line}"));
+    let scaler = chronos_scaler::Scaler::new(engine, chronos_scaler::ecs_client().await, cfg).with_metrics(sink);
+    if once {
+        println!("{}", serde_json::to_string_pretty(&scaler.run_once().await?)?);
+        return Ok(());
+    }
+    chronos_scaler::run_loop(scaler, Duration::from_secs(every_s), shutdown_signal()).await;
+    Ok(())
+}
+
+async fn health(core: &CoreConfig, http: Option<&str>) -> Result<()> {
+    let check = async {
+        let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
+        let mut conn = engine.connection();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.context("Redis PING")?;
+        if let Some(url) = http {
+            let status = reqwest::get(url).await.with_context(|| format!("GET {url}"))?.status();
+            if !status.is_success() {
+                bail!("GET {url}: {status}");
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(3), check).await.context("no answer within 3 s")??;
+    println!("healthy");
     Ok(())
 }
 

@@ -59,15 +59,24 @@ fn sqs_err<E: std::fmt::Debug>(e: E) -> Error {
 }
 
 impl Dlq {
-    /// Connect and create the queue if absent (CreateQueue is idempotent).
+    /// Connect, creating the queue if absent.
     pub async fn connect(queue_name: &str) -> Result<Self> {
         let conf = aws_config().await;
         Self::with_client(aws_sdk_sqs::Client::new(&conf), queue_name).await
     }
 
+    /// Look the queue up, and create it only when it does not exist: a deployment creates the
+    /// queue itself (with its retention and alarm) and grants `sqs:GetQueueUrl`, not
+    /// `sqs:CreateQueue`.
     pub async fn with_client(client: aws_sdk_sqs::Client, queue_name: &str) -> Result<Self> {
-        let out = client.create_queue().queue_name(queue_name).send().await.map_err(sqs_err)?;
-        let queue_url = out.queue_url().ok_or_else(|| Error::Sqs("CreateQueue returned no queue URL".into()))?.to_owned();
+        let url = match client.get_queue_url().queue_name(queue_name).send().await {
+            Ok(out) => out.queue_url().map(str::to_owned),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_queue_does_not_exist()) => {
+                client.create_queue().queue_name(queue_name).send().await.map_err(sqs_err)?.queue_url().map(str::to_owned)
+            }
+            Err(e) => return Err(sqs_err(e)),
+        };
+        let queue_url = url.ok_or_else(|| Error::Sqs("SQS returned no queue URL".into()))?;
         Ok(Dlq { client, queue_url })
     }
 

@@ -62,6 +62,12 @@ pub fn queues_set(namespace: &str) -> String {
     format!("{namespace}:queues")
 }
 
+/// The scaler's memory between runs for one ECS service (a hash: when the current worker count
+/// was last needed, and the count it last set), `<ns>:scaler:<cluster>/<service>`.
+pub fn scaler_state(namespace: &str, cluster: &str, service: &str) -> String {
+    format!("{namespace}:scaler:{cluster}/{service}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

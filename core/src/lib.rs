@@ -17,11 +17,15 @@
 //! - [`client`] — [`client::Chronos`], the producer API (Postgres first, then Redis).
 //! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
 //!   that decides what a role may do.
+//! - [`backlog`] — a queue's backlog for the scaler: waiting + due scheduled + due retrying,
+//!   running, and the oldest waiting task's age.
+//! - [`secrets`] — Secrets Manager values named by `*_SECRET_ARN` variables, read at start-up.
 //! - [`config`] — environment settings shared by every binary.
 //! - [`error`] — the error type; retryability is part of it.
 
 pub mod access;
 pub mod audit;
+pub mod backlog;
 pub mod client;
 pub mod config;
 pub mod cron;
@@ -32,6 +36,7 @@ pub mod model;
 pub mod queue;
 pub mod reconcile;
 pub mod schedule;
+pub mod secrets;
 pub mod store;
 
 pub use client::{Chronos, Submitted};

@@ -3,15 +3,24 @@
 
 use chronos_api::config::ApiConfig;
 use chronos_api::{AppState, app};
-use chronos_core::config::CoreConfig;
+use chronos_core::config::ConfigError;
 use chronos_core::dlq::Dlq;
+use chronos_core::secrets;
 use chronos_core::{Chronos, Engine, Store};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
-    let core = CoreConfig::from_env()?;
-    let api = ApiConfig::from_env()?;
+    // DATABASE_URL and the bootstrap admin key come from Secrets Manager when the template
+    // names their secrets (`DATABASE_URL_SECRET_ARN`, `CHRONOS_ADMIN_KEY_SECRET_ARN`).
+    let core = secrets::core_config().await?;
+    let mut api = ApiConfig::from_env()?;
+    if let Some(key) = secrets::from_arn_var(secrets::ADMIN_KEY_SECRET_ARN).await? {
+        if key.expose().len() < 16 {
+            return Err(ConfigError { var: secrets::ADMIN_KEY_SECRET_ARN, message: "the key must be at least 16 characters".into() }.into());
+        }
+        api.admin_key = Some(key);
+    }
     // Built once per Lambda instance and reused across invocations.
     let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await?;
     let store = Store::connect(core.database_url.expose()).await?;

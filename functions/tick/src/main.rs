@@ -1,7 +1,6 @@
 //! The tick as an AWS Lambda function, invoked by an EventBridge `rate(1 minute)` rule (the
 //! event's content is not used: every run plans up to now + horizon).
 
-use chronos_core::config::CoreConfig;
 use chronos_core::schedule::Scheduler;
 use chronos_core::{Chronos, Engine, Store};
 use chronos_tick::{TickOutput, tick};
@@ -10,7 +9,8 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
-    let core = CoreConfig::from_env()?;
+    // DATABASE_URL from Secrets Manager when `DATABASE_URL_SECRET_ARN` names a secret.
+    let core = chronos_core::secrets::core_config().await?;
     // Built once per Lambda instance and reused across invocations.
     let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await?;
     let store = Store::connect(core.database_url.expose()).await?;
