@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use chronos_core::access::{Caller, Role};
 use chronos_core::config::CoreConfig;
 use chronos_core::cron::{CronExpr, parse_timezone};
 use chronos_core::dlq::Dlq;
@@ -211,19 +212,21 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Task { id } => {
             let c = client(&core).await?;
-            let t = c.get(id).await?.with_context(|| format!("no task {id}"))?;
-            let attempts = c.store.attempts(id).await?;
+            let t = c.task(&cli_caller(), id).await?;
+            let attempts = c.attempts(&cli_caller(), id).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "task": t, "attempts": attempts }))?);
             Ok(())
         }
         Cmd::Cancel { id } => {
             let c = client(&core).await?;
-            println!("{:?}", c.cancel(id, "cli").await?);
+            let t = c.cancel(&cli_caller(), id).await?;
+            println!("{}", serde_json::json!({ "id": t.id, "status": t.status, "cancel_requested": t.cancel_requested }));
             Ok(())
         }
         Cmd::Retry { id } => {
             let c = client(&core).await?;
-            println!("{:?}", c.retry_now(id, "cli").await?);
+            let t = c.retry_now(&cli_caller(), id).await?;
+            println!("{}", serde_json::json!({ "id": t.id, "status": t.status }));
             Ok(())
         }
         Cmd::Queues => {
@@ -236,6 +239,12 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The operator at the terminal: the CLI talks to the stores directly, with an admin's rights,
+/// and is recorded as `cli` in the manual-action log.
+fn cli_caller() -> Caller {
+    Caller { key_id: "cli".into(), role: Role::Admin }
 }
 
 async fn client(core: &CoreConfig) -> Result<Chronos> {

@@ -19,6 +19,12 @@ pub enum Error {
     /// The SQS dead-letter queue could not be reached.
     #[error("dead-letter queue (SQS) unavailable: {0}")]
     Sqs(String),
+    /// The thing asked for does not exist (or the caller may not see it).
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing exists but its state does not allow the action; the message says why.
+    #[error("{0}")]
+    Conflict(String),
     /// A script answered something this version does not understand.
     #[error("unexpected reply from Redis script {script}: {detail}")]
     Protocol { script: &'static str, detail: String },
@@ -38,6 +44,8 @@ impl Error {
             Error::Postgres(e) => Error::Postgres(sqlx::Error::Io(std::io::Error::other(e.to_string()))),
             Error::Migrate(e) => Error::Protocol { script: "migrate", detail: e.to_string() },
             Error::Sqs(m) => Error::Sqs(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::Conflict(m) => Error::Conflict(m.clone()),
             Error::Protocol { script, detail } => Error::Protocol { script, detail: detail.clone() },
         }
     }

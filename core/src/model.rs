@@ -488,6 +488,11 @@ pub fn validate_queue_name(q: &str) -> Result<()> {
     if q.is_empty() || q.len() > MAX_QUEUE_LEN || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
         return Err(Error::invalid("queue", format!("{q:?} is not a valid queue name; use 1–{MAX_QUEUE_LEN} of A–Z a–z 0–9 _ - .")));
     }
+    // "." and ".." cannot stand for themselves in a URL path segment: a link to such a queue
+    // would resolve to another page.
+    if q == "." || q == ".." {
+        return Err(Error::invalid("queue", format!("{q:?} is not a valid queue name; \".\" and \"..\" are path segments, not names")));
+    }
     Ok(())
 }
 

@@ -485,6 +485,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Pause (workers stop claiming) or resume a queue. Resuming wakes idle workers, which are
+    /// blocked waiting for a signal.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        if paused {
+            pipe.set(&k.paused, 1).ignore();
+        } else {
+            pipe.del(&k.paused).ignore().lpush(&k.wake, 1).ignore();
+        }
+        pipe.sadd(queues_set(&self.namespace), queue).ignore();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();

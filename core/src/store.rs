@@ -42,6 +42,18 @@ pub struct TaskRecord {
     /// The schedule that planned this task, and the occurrence's fire instant.
     pub schedule_id: Option<Uuid>,
     pub fire_at: Option<DateTime<Utc>>,
+    /// A cancel reached the running attempt (live state from Redis; never stored in Postgres).
+    pub cancel_requested: bool,
+}
+
+/// A manual action on a task (cancel, retry now, redrive, …): who did it, and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManualAction {
+    pub at: DateTime<Utc>,
+    /// The API key id (or `cli`, `admin`) that acted.
+    pub actor: String,
+    pub action: String,
+    pub detail: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -350,10 +362,23 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         created_by: r.get("created_by"),
         schedule_id: r.get("schedule_id"),
         fire_at: r.get("fire_at"),
+        cancel_requested: false,
     }
 }
 
 impl Store {
+    /// The manual actions taken on a task, oldest first.
+    pub async fn manual_actions(&self, id: TaskId) -> Result<Vec<ManualAction>> {
+        let rows = sqlx::query("SELECT at, actor, action, detail FROM audit_log WHERE task_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ManualAction { at: r.get("at"), actor: r.get("actor"), action: r.get("action"), detail: r.get("detail") })
+            .collect())
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

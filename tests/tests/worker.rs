@@ -209,7 +209,7 @@ async fn cancelling_a_running_task_reaches_its_handler() {
     let id = env.client.enqueue(NewTask::new("sleep", json!({ "ms": 60_000 }))).await.unwrap().id;
     wait_until(Duration::from_secs(10), "task running", || async { env.status(id).await == "running" }).await;
     let t0 = std::time::Instant::now();
-    assert_eq!(env.client.cancel(id, "tester").await.unwrap(), CancelOutcome::Cancelling);
+    assert_eq!(env.client.engine.cancel("default", id, "tester").await.unwrap(), CancelOutcome::Cancelling);
     wait_until(Duration::from_secs(5), "task cancelled", || async { env.status(id).await == "cancelled" }).await;
     assert!(t0.elapsed() < Duration::from_secs(2), "the handler stopped promptly, not after its 60 s sleep");
     let a = env.store.attempts(id).await.unwrap();

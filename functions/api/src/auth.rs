@@ -59,7 +59,7 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
     {
         return Ok(Caller { key_id: BOOTSTRAP_ADMIN.into(), role: Role::Admin });
     }
-    match state.chronos.store.authenticate(secret).await? {
+    match state.chronos.authenticate(secret).await? {
         Some(c) => Ok(c),
         None => Err(ApiError::unauthorized("the API key is not valid (unknown or revoked)")),
     }

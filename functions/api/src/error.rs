@@ -76,6 +76,8 @@ impl From<chronos_core::Error> for ApiError {
         use chronos_core::Error as E;
         match e {
             E::Invalid { field, message } => ApiError::validation(field, message),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => ApiError::conflict(m),
             E::Redis(_) | E::Postgres(_) | E::Sqs(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 let which = match e {

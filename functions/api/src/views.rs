@@ -197,7 +197,7 @@ impl From<TaskRecord> for TaskView {
             timeout_ms: t.timeout_ms,
             idempotency_key: t.idempotency_key,
             last_error: t.last_error,
-            cancel_requested: false,
+            cancel_requested: t.cancel_requested,
             created_at: t.created_at,
             updated_at: t.updated_at,
             finished_at: t.finished_at,
@@ -224,6 +224,29 @@ pub struct TaskPage {
     pub tasks: Vec<TaskView>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
     pub next_cursor: Option<String>,
+}
+
+impl From<chronos_core::client::TaskPage> for TaskPage {
+    fn from(p: chronos_core::client::TaskPage) -> Self {
+        TaskPage { tasks: p.tasks.into_iter().map(TaskView::from).collect(), next_cursor: p.next_cursor.map(|id| id.to_string()) }
+    }
+}
+
+impl From<chronos_core::client::QueueSummary> for QueueView {
+    fn from(q: chronos_core::client::QueueSummary) -> Self {
+        QueueView {
+            name: q.name,
+            waiting: q.waiting,
+            scheduled: q.scheduled,
+            running: q.running,
+            retrying: q.retrying,
+            completed: q.completed,
+            dead: q.dead,
+            cancelled: q.cancelled,
+            paused: q.paused,
+            oldest_waiting_age_s: q.oldest_waiting_age_s,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

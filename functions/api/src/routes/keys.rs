@@ -23,12 +23,7 @@ pub async fn create(
     StrictJson(req): StrictJson<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
     let role: Role = req.role.parse()?;
-    let (key, secret) = state.chronos.store.create_key(&req.name, role, &caller.key_id).await?;
-    state
-        .chronos
-        .store
-        .audit(&caller.key_id, "create_key", None, serde_json::json!({ "key_id": key.id, "name": key.name, "role": role }))
-        .await?;
+    let (key, secret) = state.chronos.create_key(&caller, &req.name, role).await?;
     Ok((StatusCode::CREATED, axum::Json(CreatedKey { key: key.into(), secret })))
 }
 
@@ -39,7 +34,7 @@ pub async fn create(
         AuthErrors,
     ))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<KeyList>> {
-    let keys = state.chronos.store.list_keys().await?;
+    let keys = state.chronos.list_keys().await?;
     Ok(axum::Json(KeyList { keys: keys.into_iter().map(KeyView::from).collect() }))
 }
 
@@ -56,9 +51,8 @@ pub async fn revoke(
 ) -> ApiResult<StatusCode> {
     let id =
         uuid::Uuid::parse_str(&id).map_err(|_| ApiError::malformed(format!("{id:?} is not a key id (a UUID such as 0193a1b2-...)")))?;
-    if !state.chronos.store.revoke_key(id).await? {
+    if !state.chronos.revoke_key(&caller, id).await? {
         return Err(ApiError::not_found(format!("no live key {id}")));
     }
-    state.chronos.store.audit(&caller.key_id, "revoke_key", None, serde_json::json!({ "key_id": id })).await?;
     Ok(StatusCode::NO_CONTENT)
 }

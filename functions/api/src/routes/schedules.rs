@@ -18,7 +18,6 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::parse_schedule_id;
-use super::tasks::{live_view, live_views};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, IdErrors, InputErrors, StateErrors};
 use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
@@ -68,7 +67,7 @@ async fn recent_runs(state: &AppState, s: &ScheduleRecord) -> ApiResult<Vec<Sche
     let tz = parse_timezone(&s.timezone).unwrap_or(Tz::UTC);
     let recs = state.scheduler.runs(s.id, RECENT_RUNS).await?;
     let fires: Vec<Option<DateTime<Utc>>> = recs.iter().map(|r| r.fire_at).collect();
-    let views = live_views(state, recs).await;
+    let views = state.chronos.with_live(recs).await;
     Ok(views
         .into_iter()
         .zip(fires)
@@ -84,7 +83,7 @@ async fn recent_runs(state: &AppState, s: &ScheduleRecord) -> ApiResult<Vec<Sche
 }
 
 async fn audit(state: &AppState, caller: &Caller, action: &str, task: Option<Uuid>, detail: serde_json::Value) -> ApiResult<()> {
-    Ok(state.chronos.store.audit(&caller.key_id, action, task, detail).await?)
+    Ok(state.chronos.audit(caller, action, task, detail).await?)
 }
 
 /// Create a schedule. Its occurrences within the planning horizon are planned as tasks at once
@@ -307,7 +306,6 @@ pub async fn trigger(
     let id = parse_schedule_id(&id)?;
     let task_id = state.scheduler.trigger(id).await?.ok_or_else(|| ApiError::not_found(format!("no schedule {id}")))?;
     audit(&state, &caller, "schedule_trigger", Some(task_id), json!({ "schedule_id": id, "task_id": task_id })).await?;
-    let rec = state.chronos.store.get_task(task_id).await?.ok_or_else(ApiError::internal)?;
-    let task = live_view(&state, rec).await;
+    let task = state.chronos.task(&caller, task_id).await?.into();
     Ok((StatusCode::ACCEPTED, axum::Json(TriggeredRun { schedule_id: id, task_id, task })))
 }

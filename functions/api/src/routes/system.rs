@@ -17,32 +17,12 @@ use crate::views::Health;
 #[utoipa::path(get, path = "/healthz", tag = "system",
     responses((status = 200, body = Health), (status = 503, description = "A store is unavailable", body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    let mut conn = state.chronos.engine.connection();
-    let redis = match redis::cmd("PING").query_async::<String>(&mut conn).await {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("unavailable: {}", e.kind_str()),
-    };
-    let postgres = match sqlx_ping(&state).await {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => format!("unavailable: {e}"),
-    };
+    let h = state.chronos.health().await;
+    let show = |r: Result<(), String>| r.map(|()| "ok".to_owned()).unwrap_or_else(|e| format!("unavailable: {e}"));
+    let (redis, postgres) = (show(h.redis), show(h.postgres));
     let ok = redis == "ok" && postgres == "ok";
     let body = Health { status: if ok { "ok" } else { "unavailable" }.into(), redis, postgres };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body)).into_response()
-}
-
-trait KindStr {
-    fn kind_str(&self) -> String;
-}
-
-impl KindStr for redis::RedisError {
-    fn kind_str(&self) -> String {
-        format!("{:?}", self.kind())
-    }
-}
-
-async fn sqlx_ping(state: &AppState) -> Result<(), String> {
-    state.chronos.store.ping().await.map_err(|_| "cannot reach the database".to_owned())
 }
 
 /// Prometheus text format: request counts, tasks created, and per-queue depths read live.
@@ -60,7 +40,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "# HELP chronos_task_writes_total Postgres transactions (each with one Redis round trip) that accepted tasks; concurrent submissions share one.\n# TYPE chronos_task_writes_total counter\n",
     );
     let _ = writeln!(out, "chronos_task_writes_total {}", state.chronos.writes());
-    if let Ok(queues) = state.chronos.engine.queues().await {
+    if let Ok(counts) = state.chronos.live_counts().await {
         type Gauge = (&'static str, &'static str, fn(&chronos_core::queue::QueueCounts) -> u64);
         let gauges: [Gauge; 7] = [
             ("chronos_queue_waiting", "Tasks ready to run.", |c| c.waiting),
@@ -71,12 +51,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             ("chronos_outbox_length", "Transitions not yet written to Postgres.", |c| c.outbox),
             ("chronos_dlq_pending", "Dead letters not yet sent to SQS.", |c| c.dlq_pending),
         ];
-        let mut counts = Vec::new();
-        for q in &queues {
-            if let Ok(c) = state.chronos.engine.counts(q).await {
-                counts.push((q, c));
-            }
-        }
         for (name, help, f) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for (q, c) in &counts {

@@ -6,12 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use chronos_core::access::Caller;
-use std::collections::HashMap;
-
-use chronos_core::Status;
-use chronos_core::model::{NewTask, Schedule, TaskId};
-use chronos_core::queue::{CancelOutcome, RetryNowOutcome};
-use chronos_core::store::{TaskFilter, TaskRecord};
+use chronos_core::store::TaskFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -23,93 +18,10 @@ use crate::views::*;
 
 pub const MAX_BATCH: usize = 1000;
 
-/// The view of a task just created, without another round trip.
-fn created_view(id: TaskId, t: &NewTask) -> TaskView {
-    let now = Utc::now();
-    let (status, run_at) = match t.schedule {
-        Schedule::Now => ("queued", now),
-        Schedule::At(at) if at <= now => ("queued", at),
-        Schedule::At(at) => ("scheduled", at),
-        Schedule::After(d) => ("scheduled", now + chrono::Duration::from_std(d).unwrap_or_default()),
-    };
-    TaskView {
-        id,
-        queue: t.queue.clone(),
-        name: t.name.clone(),
-        payload: t.payload.clone(),
-        priority: t.priority.get() as i16,
-        status: status.into(),
-        run_at,
-        attempts: 0,
-        max_attempts: t.max_attempts as i32,
-        backoff: serde_json::to_value(t.backoff).unwrap_or_default(),
-        timeout_ms: t.timeout.as_millis() as i64,
-        idempotency_key: t.idempotency_key.clone(),
-        last_error: None,
-        cancel_requested: false,
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-        schedule_id: t.origin.map(|o| o.schedule_id),
-        fire_at: t.origin.map(|o| o.fire_at),
-    }
-}
-
-/// Put Redis's live state (the task hash's fields) on top of Postgres's record: Redis knows a
-/// transition first. A task no longer in Redis keeps its Postgres view.
-fn apply_live(v: &mut TaskView, f: &HashMap<String, String>) {
-    let Some(st) = f.get("st") else { return };
-    v.status = st.clone();
-    if let Some(a) = f.get("a").and_then(|a| a.parse().ok()) {
-        v.attempts = v.attempts.max(a);
-    }
-    if let Some(ma) = f.get("ma").and_then(|a| a.parse().ok()) {
-        v.max_attempts = ma;
-    }
-    if let Some(le) = f.get("le") {
-        v.last_error = Some(le.clone());
-    }
-    v.cancel_requested = f.get("cx").map(String::as_str) == Some("1");
-    if !st.parse::<Status>().is_ok_and(Status::is_terminal) {
-        v.finished_at = None;
-    }
-}
-
-/// One task's view with its live state.
-pub(crate) async fn live_view(state: &AppState, rec: TaskRecord) -> TaskView {
-    let (queue, id) = (rec.queue.clone(), rec.id);
-    let mut v = TaskView::from(rec);
-    if let Ok(f) = state.chronos.engine.task_fields(&queue, id).await {
-        apply_live(&mut v, &f);
-    }
-    v
-}
-
-/// Many tasks' views with their live state, read from Redis in one round trip.
-pub(crate) async fn live_views(state: &AppState, recs: Vec<TaskRecord>) -> Vec<TaskView> {
-    let keys: Vec<(String, TaskId)> = recs.iter().map(|r| (r.queue.clone(), r.id)).collect();
-    let refs: Vec<(&str, TaskId)> = keys.iter().map(|(q, id)| (q.as_str(), *id)).collect();
-    let live = state.chronos.engine.task_fields_many(&refs).await.unwrap_or_default();
-    recs.into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut v = TaskView::from(r);
-            if let Some(f) = live.get(i) {
-                apply_live(&mut v, f);
-            }
-            v
-        })
-        .collect()
-}
-
-/// The task if it exists and the caller may see it (producers see only their own).
-pub(crate) async fn visible_task(state: &AppState, caller: &Caller, id: &str) -> ApiResult<TaskRecord> {
-    let id = parse_id(id)?;
-    let rec = state.chronos.store.get_task(id).await?;
-    match rec {
-        Some(r) if !caller.role.sees_only_own_tasks() || r.created_by.as_deref() == Some(caller.key_id.as_str()) => Ok(r),
-        _ => Err(ApiError::not_found(format!("no task {id}"))),
-    }
+/// The task if it exists and the caller may see it (producers see only their own), with its
+/// live state.
+pub(crate) async fn visible_task(state: &AppState, caller: &Caller, id: &str) -> ApiResult<TaskView> {
+    Ok(state.chronos.task(caller, parse_id(id)?).await?.into())
 }
 
 /// Create a task.
@@ -125,13 +37,11 @@ pub async fn create(
     StrictJson(req): StrictJson<CreateTask>,
 ) -> ApiResult<impl IntoResponse> {
     let task = req.into_task("", &caller.key_id)?;
-    let submitted = state.chronos.enqueue(task.clone()).await?;
-    if submitted.created {
+    let s = state.chronos.submit(task, &caller).await?;
+    if s.created {
         state.metrics.tasks_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Ok((StatusCode::CREATED, axum::Json(created_view(submitted.id, &task))));
     }
-    let rec = state.chronos.store.get_task(submitted.id).await?.ok_or_else(ApiError::internal)?;
-    Ok((StatusCode::OK, axum::Json(live_view(&state, rec).await)))
+    Ok((if s.created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(TaskView::from(s.task))))
 }
 
 /// Create up to 1,000 tasks in one call: all-or-nothing validation, one Postgres transaction
@@ -159,19 +69,13 @@ pub async fn create_batch(
         })?;
         tasks.push(task);
     }
-    let submitted = state.chronos.enqueue_batch(tasks.clone()).await?;
-    let mut items = Vec::with_capacity(submitted.len());
-    for (s, t) in submitted.iter().zip(&tasks) {
-        let task = if s.created {
-            created_view(s.id, t)
-        } else {
-            match state.chronos.store.get_task(s.id).await? {
-                Some(rec) => live_view(&state, rec).await,
-                None => created_view(s.id, t), // an earlier item of this same batch
-            }
-        };
-        items.push(BatchItem { created: s.created, task });
-    }
+    let items: Vec<BatchItem> = state
+        .chronos
+        .submit_batch(tasks, &caller)
+        .await?
+        .into_iter()
+        .map(|s| BatchItem { created: s.created, task: s.task.into() })
+        .collect();
     let n = items.iter().filter(|i| i.created).count() as u64;
     state.metrics.tasks_created.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     Ok((StatusCode::CREATED, axum::Json(BatchResponse { tasks: items })))
@@ -188,8 +92,7 @@ pub async fn get_one(
     Extension(caller): Extension<Caller>,
     StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
-    let rec = visible_task(&state, &caller, &id).await?;
-    Ok(axum::Json(live_view(&state, rec).await))
+    Ok(axum::Json(visible_task(&state, &caller, &id).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -231,7 +134,7 @@ fn parse_time(field: &'static str, v: Option<String>) -> ApiResult<Option<DateTi
     .transpose()
 }
 
-pub(crate) fn build_filter(p: ListParams, caller: &Caller) -> ApiResult<TaskFilter> {
+pub(crate) fn build_filter(p: ListParams) -> ApiResult<TaskFilter> {
     if let Some(s) = &p.status {
         s.parse::<chronos_core::Status>().map_err(|_| {
             ApiError::validation(
@@ -259,17 +162,10 @@ pub(crate) fn build_filter(p: ListParams, caller: &Caller) -> ApiResult<TaskFilt
         created_after: parse_time("created_after", p.created_after)?,
         created_before: parse_time("created_before", p.created_before)?,
         q,
-        created_by: caller.role.sees_only_own_tasks().then(|| caller.key_id.clone()),
+        created_by: None,
         before_id,
-        limit: limit + 1,
+        limit,
     })
-}
-
-pub(crate) fn page(mut tasks: Vec<TaskRecord>, limit: i64) -> (Vec<TaskRecord>, Option<String>) {
-    let more = tasks.len() as i64 > limit - 1;
-    tasks.truncate((limit - 1) as usize);
-    let next = if more { tasks.last().map(|t| t.id.to_string()) } else { None };
-    (tasks, next)
 }
 
 /// List and search tasks, newest first, with cursor pagination.
@@ -283,10 +179,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     StrictQuery(p): StrictQuery<ListParams>,
 ) -> ApiResult<axum::Json<TaskPage>> {
-    let filter = build_filter(p, &caller)?;
-    let rows = state.chronos.store.list_tasks(&filter).await?;
-    let (rows, next_cursor) = page(rows, filter.limit);
-    Ok(axum::Json(TaskPage { tasks: rows.into_iter().map(TaskView::from).collect(), next_cursor }))
+    Ok(axum::Json(state.chronos.task_page(&caller, build_filter(p)?).await?.into()))
 }
 
 /// Every attempt of a task: worker, timings, outcome, error and stack trace.
@@ -300,8 +193,7 @@ pub async fn attempts(
     Extension(caller): Extension<Caller>,
     StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<AttemptList>> {
-    let rec = visible_task(&state, &caller, &id).await?;
-    let attempts = state.chronos.store.attempts(rec.id).await?;
+    let attempts = state.chronos.attempts(&caller, parse_id(&id)?).await?;
     Ok(axum::Json(AttemptList { attempts: attempts.into_iter().map(AttemptView::from).collect() }))
 }
 
@@ -317,24 +209,7 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
-    let rec = visible_task(&state, &caller, &id).await?;
-    let out = state.chronos.engine.cancel(&rec.queue, rec.id, &caller.key_id).await?;
-    let status = rec.status.clone();
-    let mut view = live_view(&state, rec).await;
-    match out {
-        CancelOutcome::Cancelled { .. } => {
-            view.status = "cancelled".into();
-            view.finished_at = Some(Utc::now());
-        }
-        CancelOutcome::Cancelling => view.cancel_requested = true,
-        CancelOutcome::AlreadyCancelling => return Err(ApiError::conflict("the task is running and already being cancelled")),
-        CancelOutcome::NotFound => {
-            return Err(ApiError::conflict(format!(
-                "the task is {status}; only waiting, scheduled, retrying, running or dead tasks can be cancelled"
-            )));
-        }
-    }
-    Ok(axum::Json(view))
+    Ok(axum::Json(state.chronos.cancel(&caller, parse_id(&id)?).await?.into()))
 }
 
 /// Retry now: a scheduled, retrying or dead task is queued at once (a dead one with a fresh
@@ -349,26 +224,5 @@ pub async fn retry(
     Extension(caller): Extension<Caller>,
     StrictPath(id): StrictPath<String>,
 ) -> ApiResult<axum::Json<TaskView>> {
-    let rec = visible_task(&state, &caller, &id).await?;
-    retry_record(&state, &caller, rec).await.map(axum::Json)
-}
-
-pub(crate) async fn retry_record(state: &AppState, caller: &Caller, rec: TaskRecord) -> ApiResult<TaskView> {
-    let out = state.chronos.engine.retry_now(&rec.queue, rec.id, &caller.key_id).await?;
-    let status = rec.status.clone();
-    let mut view = live_view(state, rec).await;
-    match out {
-        RetryNowOutcome::Queued { .. } => {
-            view.status = "queued".into();
-            view.finished_at = None;
-            view.run_at = Utc::now();
-        }
-        RetryNowOutcome::Refused { status } => {
-            return Err(ApiError::conflict(format!("the task is {status}; only scheduled, retrying or dead tasks can be retried now")));
-        }
-        RetryNowOutcome::NotFound => {
-            return Err(ApiError::conflict(format!("the task is {status}; only scheduled, retrying or dead tasks can be retried now")));
-        }
-    }
-    Ok(view)
+    Ok(axum::Json(state.chronos.retry_now(&caller, parse_id(&id)?).await?.into()))
 }

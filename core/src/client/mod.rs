@@ -8,16 +8,36 @@
 //! returns only after its task is committed in Postgres and enqueued in Redis. Nothing waits on
 //! a timer: an idle server writes a lone task at once; a busy one writes bigger batches.
 
+//!
+//! The use cases the API, the CLI and the dashboard share live beside it, each a method on
+//! [`Chronos`], so a handler is parse → one call → view:
+//! - [`tasks`] — submit, read (with Redis's live state on top), list, attempts, manual
+//!   actions, cancel, retry now.
+//! - [`queues`] — queue summaries, pause and resume.
+//! - [`dlq`] — dead tasks, redrive one or all (removing their SQS messages).
+//! - [`admin`] — API keys, the manual-action log, health, raw live counts.
+
+mod admin;
+mod dlq;
+mod queues;
+mod tasks;
+
+pub use admin::Health;
+pub use dlq::{MAX_REDRIVE, RedriveReport};
+pub use queues::QueueSummary;
+pub use tasks::{SubmittedTask, TaskPage};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::dlq::Dlq;
 use crate::error::{Error, Result};
 use crate::model::{NewTask, PreparedTask, TaskId};
-use crate::queue::{CancelOutcome, Engine, RetryNowOutcome};
-use crate::store::{Store, TaskRecord};
+use crate::queue::Engine;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct Chronos {
@@ -25,6 +45,9 @@ pub struct Chronos {
     pub store: Store,
     pub max_payload_bytes: usize,
     pub idempotency_retention: Duration,
+    /// For removing redriven tasks' messages; `None` when SQS is not configured or was
+    /// unreachable at start-up.
+    dlq: Option<Dlq>,
     coalescer: Option<mpsc::Sender<Job>>,
     /// Postgres transactions + Redis round trips made for submissions (for `/metrics`).
     writes: Arc<AtomicU64>,
@@ -49,7 +72,17 @@ pub struct Submitted {
 
 impl Chronos {
     pub fn new(engine: Engine, store: Store, max_payload_bytes: usize, idempotency_retention: Duration) -> Self {
-        Chronos { engine, store, max_payload_bytes, idempotency_retention, coalescer: None, writes: Arc::default() }
+        Chronos { engine, store, max_payload_bytes, idempotency_retention, dlq: None, coalescer: None, writes: Arc::default() }
+    }
+
+    /// Remove redriven tasks' messages from this SQS dead-letter queue.
+    pub fn with_dlq(mut self, dlq: Option<Dlq>) -> Self {
+        self.dlq = dlq;
+        self
+    }
+
+    pub fn dlq(&self) -> Option<&Dlq> {
+        self.dlq.as_ref()
     }
 
     /// Coalesce concurrent [`Chronos::enqueue`] calls into shared writes, with up to `writers`
@@ -135,19 +168,5 @@ impl Chronos {
             return Err(e);
         }
         Ok(recorded)
-    }
-
-    pub async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.store.get_task(id).await
-    }
-
-    pub async fn cancel(&self, id: TaskId, actor: &str) -> Result<CancelOutcome> {
-        let rec = self.store.get_task(id).await?.ok_or_else(|| Error::invalid("id", format!("no task {id}")))?;
-        self.engine.cancel(&rec.queue, id, actor).await
-    }
-
-    pub async fn retry_now(&self, id: TaskId, actor: &str) -> Result<RetryNowOutcome> {
-        let rec = self.store.get_task(id).await?.ok_or_else(|| Error::invalid("id", format!("no task {id}")))?;
-        self.engine.retry_now(&rec.queue, id, actor).await
     }
 }

@@ -1,0 +1,70 @@
+//! Queue health and pausing: the use cases the API, the CLI and the dashboard share.
+
+use serde::Serialize;
+
+use super::Chronos;
+use crate::access::Caller;
+use crate::error::Result;
+use crate::model::validate_queue_name;
+
+/// One queue as an operator sees it: live counts from Redis, finished counts from Postgres.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueSummary {
+    pub name: String,
+    pub waiting: u64,
+    /// Scheduled for a first run later.
+    pub scheduled: u64,
+    pub running: u64,
+    pub retrying: u64,
+    pub completed: i64,
+    pub dead: i64,
+    pub cancelled: i64,
+    pub paused: bool,
+    /// Seconds the oldest due task has waited to start; `None` when none waits.
+    pub oldest_waiting_age_s: Option<f64>,
+    /// Audit events not yet written to Postgres.
+    pub outbox: u64,
+}
+
+impl Chronos {
+    /// Every queue Redis or Postgres knows of, by name.
+    pub async fn queues(&self) -> Result<Vec<QueueSummary>> {
+        let mut names = self.engine.queues().await?;
+        names.extend(self.store.queue_names().await?);
+        names.sort();
+        names.dedup();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.queue(&n).await?);
+        }
+        Ok(out)
+    }
+
+    /// One queue's summary (all zero for a queue that never had a task).
+    pub async fn queue(&self, name: &str) -> Result<QueueSummary> {
+        let live = self.engine.counts(name).await?;
+        let pg = self.store.status_counts(name).await?;
+        Ok(QueueSummary {
+            name: name.to_owned(),
+            waiting: live.waiting,
+            scheduled: live.delayed,
+            running: live.running,
+            retrying: live.retrying,
+            completed: pg.completed,
+            dead: pg.dead,
+            cancelled: pg.cancelled,
+            paused: live.paused,
+            oldest_waiting_age_s: if live.waiting > 0 { pg.oldest_waiting_age_s } else { None },
+            outbox: live.outbox,
+        })
+    }
+
+    /// Pause (workers stop claiming; the queue still accepts tasks) or resume a queue; audited.
+    pub async fn set_queue_paused(&self, caller: &Caller, queue: &str, paused: bool) -> Result<QueueSummary> {
+        validate_queue_name(queue)?;
+        self.engine.set_paused(queue, paused).await?;
+        let action = if paused { "pause_queue" } else { "resume_queue" };
+        self.store.audit(&caller.key_id, action, None, serde_json::json!({ "queue": queue })).await?;
+        self.queue(queue).await
+    }
+}

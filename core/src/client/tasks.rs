@@ -1,0 +1,238 @@
+//! Reading tasks and acting on them: the use cases the API, the CLI and the dashboard share.
+//!
+//! A task's durable record is its Postgres row; Redis knows a transition first. Every read that
+//! shows a task to a person puts the Redis task hash's live fields on top of the row
+//! ([`apply_live`]), and every action answers with the task as it is after the action.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+
+use super::Chronos;
+use crate::access::Caller;
+use crate::error::{Error, Result};
+use crate::model::{NewTask, Schedule, Status, TaskId};
+use crate::queue::{CancelOutcome, RetryNowOutcome};
+use crate::store::{AttemptRecord, ManualAction, TaskFilter, TaskRecord};
+
+/// One page of a task listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as [`TaskFilter::before_id`] for the next page; `None` on the last one.
+    pub next_cursor: Option<TaskId>,
+}
+
+/// The result of submitting a task through [`Chronos::submit`].
+#[derive(Debug, Clone)]
+pub struct SubmittedTask {
+    /// False when an idempotency key named an earlier task (which `task` is).
+    pub created: bool,
+    pub task: TaskRecord,
+}
+
+impl TaskRecord {
+    /// The record of a task just accepted, without another round trip.
+    pub fn just_created(id: TaskId, t: &NewTask, created_by: Option<&str>) -> TaskRecord {
+        let now = Utc::now();
+        let (status, run_at) = match t.schedule {
+            Schedule::Now => ("queued", now),
+            Schedule::At(at) if at <= now => ("queued", at),
+            Schedule::At(at) => ("scheduled", at),
+            Schedule::After(d) => ("scheduled", now + chrono::Duration::from_std(d).unwrap_or_default()),
+        };
+        TaskRecord {
+            id,
+            queue: t.queue.clone(),
+            name: t.name.clone(),
+            payload: t.payload.clone(),
+            priority: t.priority.get() as i16,
+            status: status.into(),
+            run_at,
+            attempts: 0,
+            max_attempts: t.max_attempts as i32,
+            backoff: serde_json::to_value(t.backoff).unwrap_or_default(),
+            timeout_ms: t.timeout.as_millis() as i64,
+            idempotency_key: t.idempotency_key.clone(),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            created_by: created_by.map(str::to_owned),
+            schedule_id: t.origin.map(|o| o.schedule_id),
+            fire_at: t.origin.map(|o| o.fire_at),
+            cancel_requested: false,
+        }
+    }
+}
+
+/// Put Redis's live state (the task hash's fields) on top of Postgres's record. A task no
+/// longer in Redis keeps its Postgres view.
+fn apply_live(v: &mut TaskRecord, f: &HashMap<String, String>) {
+    let Some(st) = f.get("st") else { return };
+    v.status = st.clone();
+    if let Some(a) = f.get("a").and_then(|a| a.parse().ok()) {
+        v.attempts = v.attempts.max(a);
+    }
+    if let Some(ma) = f.get("ma").and_then(|a| a.parse().ok()) {
+        v.max_attempts = ma;
+    }
+    if let Some(le) = f.get("le") {
+        v.last_error = Some(le.clone());
+    }
+    v.cancel_requested = f.get("cx").map(String::as_str) == Some("1");
+    if !st.parse::<Status>().is_ok_and(Status::is_terminal) {
+        v.finished_at = None;
+    }
+}
+
+fn refused_retry(status: &str) -> Error {
+    Error::Conflict(format!("the task is {status}; only scheduled, retrying or dead tasks can be retried now"))
+}
+
+fn no_task(id: TaskId) -> Error {
+    Error::NotFound(format!("no task {id}"))
+}
+
+impl Chronos {
+    /// Submit one task; an idempotency hit answers with the earlier task as it is now.
+    pub async fn submit(&self, task: NewTask, caller: &Caller) -> Result<SubmittedTask> {
+        let s = self.enqueue(task.clone()).await?;
+        if s.created {
+            return Ok(SubmittedTask { created: true, task: TaskRecord::just_created(s.id, &task, Some(&caller.key_id)) });
+        }
+        let rec = self.store.get_task(s.id).await?.ok_or_else(|| no_task(s.id))?;
+        Ok(SubmittedTask { created: false, task: self.live_one(rec).await })
+    }
+
+    /// Submit a batch (all-or-nothing validation, one write); one answer per task in order.
+    pub async fn submit_batch(&self, tasks: Vec<NewTask>, caller: &Caller) -> Result<Vec<SubmittedTask>> {
+        let submitted = self.enqueue_batch(tasks.clone()).await?;
+        let mut out = Vec::with_capacity(submitted.len());
+        for (s, t) in submitted.iter().zip(&tasks) {
+            let task = if s.created {
+                TaskRecord::just_created(s.id, t, Some(&caller.key_id))
+            } else {
+                match self.store.get_task(s.id).await? {
+                    Some(rec) => self.live_one(rec).await,
+                    // An earlier item of this same batch.
+                    None => TaskRecord::just_created(s.id, t, Some(&caller.key_id)),
+                }
+            };
+            out.push(SubmittedTask { created: s.created, task });
+        }
+        Ok(out)
+    }
+
+    /// The task's Postgres record if it exists and `caller` may see it (producers see only
+    /// their own); live state not applied.
+    pub async fn task_record(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
+        match self.store.get_task(id).await? {
+            Some(r) if !caller.role.sees_only_own_tasks() || r.created_by.as_deref() == Some(caller.key_id.as_str()) => Ok(r),
+            _ => Err(no_task(id)),
+        }
+    }
+
+    /// The task as it is now (Postgres record, Redis live state on top), if `caller` may see it.
+    pub async fn task(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
+        let rec = self.task_record(caller, id).await?;
+        Ok(self.live_one(rec).await)
+    }
+
+    /// Tasks matching `filter`, newest first, from Postgres (the audit record). A producer's
+    /// listing is narrowed to its own tasks whatever the filter says.
+    pub async fn tasks(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<TaskRecord>> {
+        if caller.role.sees_only_own_tasks() {
+            filter.created_by = Some(caller.key_id.clone());
+        }
+        self.store.list_tasks(&filter).await
+    }
+
+    /// One page of [`Chronos::tasks`]: `filter.limit` is the page size.
+    pub async fn task_page(&self, caller: &Caller, mut filter: TaskFilter) -> Result<TaskPage> {
+        let size = filter.limit.max(1);
+        filter.limit = size + 1;
+        let mut tasks = self.tasks(caller, filter).await?;
+        let more = tasks.len() as i64 > size;
+        tasks.truncate(size as usize);
+        let next_cursor = if more { tasks.last().map(|t| t.id) } else { None };
+        Ok(TaskPage { tasks, next_cursor })
+    }
+
+    /// Put the live state on a page of records, read from Redis in one round trip. Redis being
+    /// unreachable leaves the Postgres view.
+    pub async fn with_live(&self, mut recs: Vec<TaskRecord>) -> Vec<TaskRecord> {
+        let keys: Vec<(&str, TaskId)> = recs.iter().map(|r| (r.queue.as_str(), r.id)).collect();
+        let live = self.engine.task_fields_many(&keys).await.unwrap_or_default();
+        for (r, f) in recs.iter_mut().zip(&live) {
+            apply_live(r, f);
+        }
+        recs
+    }
+
+    async fn live_one(&self, mut rec: TaskRecord) -> TaskRecord {
+        if let Ok(f) = self.engine.task_fields(&rec.queue, rec.id).await {
+            apply_live(&mut rec, &f);
+        }
+        rec
+    }
+
+    /// Every attempt of a task `caller` may see.
+    pub async fn attempts(&self, caller: &Caller, id: TaskId) -> Result<Vec<AttemptRecord>> {
+        let rec = self.task_record(caller, id).await?;
+        self.store.attempts(rec.id).await
+    }
+
+    /// The manual actions taken on a task `caller` may see, oldest first.
+    pub async fn manual_actions(&self, caller: &Caller, id: TaskId) -> Result<Vec<ManualAction>> {
+        let rec = self.task_record(caller, id).await?;
+        self.store.manual_actions(rec.id).await
+    }
+
+    /// Cancel: a waiting, scheduled, retrying or dead task is cancelled at once; a running one
+    /// is flagged and its handler told through the next heartbeat. Refusals are
+    /// [`Error::Conflict`] saying why.
+    pub async fn cancel(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
+        let rec = self.task_record(caller, id).await?;
+        let out = self.engine.cancel(&rec.queue, rec.id, &caller.key_id).await?;
+        let status = rec.status.clone();
+        let mut task = self.live_one(rec).await;
+        match out {
+            CancelOutcome::Cancelled { .. } => {
+                task.status = "cancelled".into();
+                task.finished_at = Some(Utc::now());
+            }
+            CancelOutcome::Cancelling => task.cancel_requested = true,
+            CancelOutcome::AlreadyCancelling => return Err(Error::Conflict("the task is running and already being cancelled".into())),
+            CancelOutcome::NotFound => {
+                return Err(Error::Conflict(format!(
+                    "the task is {status}; only waiting, scheduled, retrying, running or dead tasks can be cancelled"
+                )));
+            }
+        }
+        Ok(task)
+    }
+
+    /// Retry now: a scheduled, retrying or dead task is queued at once (a dead one with a
+    /// fresh attempt budget).
+    pub async fn retry_now(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
+        let rec = self.task_record(caller, id).await?;
+        self.retry_record(caller, rec).await
+    }
+
+    pub(super) async fn retry_record(&self, caller: &Caller, rec: TaskRecord) -> Result<TaskRecord> {
+        let out = self.engine.retry_now(&rec.queue, rec.id, &caller.key_id).await?;
+        let status = rec.status.clone();
+        let mut task = self.live_one(rec).await;
+        match out {
+            RetryNowOutcome::Queued { .. } => {
+                task.status = "queued".into();
+                task.finished_at = None;
+                task.run_at = Utc::now();
+                Ok(task)
+            }
+            RetryNowOutcome::Refused { status } => Err(refused_retry(&status)),
+            RetryNowOutcome::NotFound => Err(refused_retry(&status)),
+        }
+    }
+}
