@@ -37,6 +37,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod schedule;
 pub mod secrets;
+pub mod services;
 pub mod store;
 
 pub use client::{Chronos, Submitted};

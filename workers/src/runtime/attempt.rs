@@ -1,0 +1,109 @@
+//! One attempt: run the handler under its timeout and turn what happened into an [`Outcome`].
+//! Nothing here talks to Redis; recording the outcome is the recorder's job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chronos_core::ClaimedTask;
+use chronos_core::queue::FailKind;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::handler::{HandlerError, Task, TaskContext};
+
+/// A cancelled handler that ignores its context is aborted after this long.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// How one attempt ended, as the queue will record it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed,
+    /// Retry (if attempts are left), dead, or cancelled, as `kind` says. `retry_in` is the
+    /// handler's own retry delay, overriding the task's backoff.
+    Failed {
+        kind: FailKind,
+        message: String,
+        detail: String,
+        retry_in: Option<Duration>,
+    },
+}
+
+/// Run one attempt; a panic, a timeout or a missing handler becomes a retryable failure, and
+/// any failure of an attempt whose task was cancelled is a cancellation.
+pub(super) async fn run_attempt(
+    shared: &Arc<Shared>,
+    task: &ClaimedTask,
+    cancel: CancellationToken,
+    cancel_requested: Arc<AtomicBool>,
+) -> Outcome {
+    let result = run_handler(shared, task, cancel, &cancel_requested).await;
+    let (kind, message, detail) = match result {
+        Ok(()) => return Outcome::Completed,
+        Err(HandlerError::Cancelled) => (FailKind::Cancelled, "cancelled".to_owned(), String::new()),
+        Err(_) if cancel_requested.load(Ordering::Acquire) => (FailKind::Cancelled, "cancelled".to_owned(), String::new()),
+        Err(HandlerError::Retryable { message, detail }) => (FailKind::Retryable, message, detail),
+        Err(HandlerError::Permanent { message, detail }) => (FailKind::Permanent, message, detail),
+    };
+    let retry_in = match kind {
+        FailKind::Retryable => shared
+            .registry
+            .get(&task.name)
+            .and_then(|h| h.next_retry(task.attempt, &HandlerError::Retryable { message: message.clone(), detail: String::new() })),
+        _ => None,
+    };
+    Outcome::Failed { kind, message, detail, retry_in }
+}
+
+async fn run_handler(
+    shared: &Arc<Shared>,
+    task: &ClaimedTask,
+    cancel: CancellationToken,
+    cancel_requested: &AtomicBool,
+) -> Result<(), HandlerError> {
+    let Some(handler) = shared.registry.get(&task.name) else {
+        // Retryable: during a rolling deploy another worker may have the handler.
+        return Err(HandlerError::retryable_msg(format!("no handler for task kind {:?} on worker {}", task.name, shared.cfg.worker_id)));
+    };
+    let timeout = handler.timeout().unwrap_or(task.timeout);
+    let ctx = TaskContext::new(task, &shared.cfg.worker_id, cancel.clone());
+    let mut run = tokio::spawn(handler.call(ctx, Task { name: task.name.clone(), payload_json: task.payload.clone() }));
+    if let Some(f) = shared.inflight.lock().unwrap().get_mut(&task.id) {
+        f.abort = Some(run.abort_handle());
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let joined = tokio::select! {
+        r = &mut run => r,
+        _ = &mut deadline => {
+            run.abort();
+            return Err(HandlerError::Retryable { message: format!("timed out after {} ms", timeout.as_millis()), detail: String::new() });
+        }
+        _ = cancel.cancelled() => {
+            // Give a cooperative handler a moment to stop on its own.
+            match tokio::time::timeout(CANCEL_GRACE, &mut run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    run.abort();
+                    return Err(if cancel_requested.load(Ordering::Acquire) { HandlerError::Cancelled } else { HandlerError::retryable_msg("lease lost") });
+                }
+            }
+        }
+    };
+    match joined {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            Err(HandlerError::Retryable {
+                message: format!("handler panicked: {msg}"),
+                detail: format!("panic in handler {:?}: {msg}", task.name),
+            })
+        }
+        Err(_) => Err(HandlerError::retryable_msg("handler aborted")),
+    }
+}

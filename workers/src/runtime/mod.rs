@@ -1,0 +1,197 @@
+//! The worker runtime: claim → run handler → ack / retry / dead-letter.
+//!
+//! - [`fetch`] — the loop, the only place that decides to claim, block or back off.
+//! - [`attempt`] — runs one attempt (timeout, panic isolation, cancellation) and returns its
+//!   [`Outcome`]; it never touches Redis.
+//! - [`recorder`] — writes outcomes: completions batched per round trip, failures each in its
+//!   own task, every write retried with one backoff.
+//! - [`lease`] — heartbeats that extend leases and carry cancellations back; the shutdown
+//!   hand-back.
+//!
+//! Each attempt runs in its own tokio task (a panic fails the attempt, not the worker). The
+//! process's background services (audit writer, DLQ forwarder, reaper, Redis-loss rebuild) are
+//! [`chronos_core::services::Services`], chosen with [`Worker::with_audit`] / [`Worker::with_dlq`]
+//! or given whole with [`Worker::with_services`]. On shutdown the loop stops claiming, waits for
+//! running attempts up to the grace period, hands the rest straight back, lets the recorder
+//! finish, and only then stops the services, so they flush the last transitions.
+
+mod attempt;
+mod fetch;
+mod lease;
+mod recorder;
+
+pub use attempt::Outcome;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronos_core::dlq::Dlq;
+use chronos_core::queue::Engine;
+use chronos_core::services::Services;
+use chronos_core::{ClaimedTask, Store, TaskId};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::registry::Registry;
+use recorder::{Record, Slot};
+
+struct Inflight {
+    queue: String,
+    token: u64,
+    cancel: CancellationToken,
+    /// Set when the heartbeat learned the task was cancelled (not merely the lease lost).
+    cancel_requested: Arc<AtomicBool>,
+    abort: Option<AbortHandle>,
+}
+
+/// Counters of one worker process (for metrics and for tests that check behaviour such as
+/// "an idle worker does not poll").
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Claim script calls.
+    pub claim_calls: AtomicU64,
+    /// Tasks received from claims.
+    pub claimed: AtomicU64,
+    /// Attempts that completed successfully.
+    pub completed: AtomicU64,
+    /// Attempts that failed (retry, dead or cancelled).
+    pub failed: AtomicU64,
+    /// Ack script calls (each carries a batch).
+    pub ack_calls: AtomicU64,
+}
+
+struct Shared {
+    stats: Arc<WorkerStats>,
+    engine: Engine,
+    registry: Registry,
+    cfg: WorkerConfig,
+    inflight: Mutex<HashMap<TaskId, Inflight>>,
+    slot_freed: Arc<Notify>,
+    records: mpsc::UnboundedSender<Record>,
+}
+
+/// A worker process's runtime. Build with [`Worker::new`], choose its background services,
+/// then [`Worker::run`] until the shutdown future resolves.
+pub struct Worker {
+    engine: Engine,
+    registry: Registry,
+    cfg: WorkerConfig,
+    services: Services,
+    /// With a store, Redis's state is settled before the first claim.
+    store: Option<Store>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    /// A worker with no background services.
+    pub fn new(engine: Engine, registry: Registry, cfg: WorkerConfig) -> Self {
+        let services = Services::new(engine.clone()).reaper(cfg.queues.clone(), reap_every(cfg.lease));
+        Worker { engine, registry, cfg, services, store: None, stats: Arc::default() }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Also drain the audit outbox into Postgres from this process, and rebuild Redis from
+    /// Postgres when Redis lost its data.
+    pub fn with_audit(mut self, store: Store) -> Self {
+        let who = self.cfg.worker_id.clone();
+        self.services = self.services.audit_writer(store.clone(), who.clone()).rebuild(store.clone(), who);
+        self.store = Some(store);
+        self
+    }
+
+    /// Also forward dead tasks to SQS from this process.
+    pub fn with_dlq(mut self, dlq: Dlq) -> Self {
+        self.services = self.services.dlq_forwarder(dlq);
+        self
+    }
+
+    /// Run exactly these background services beside the fetch loop (e.g. none, when a separate
+    /// process runs the audit writer). `store` settles Redis's state before the first claim.
+    pub fn with_services(mut self, services: Services, store: Option<Store>) -> Self {
+        self.services = services;
+        self.store = store;
+        self
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
+        let Worker { engine, registry, cfg, services, store, stats } = self;
+        if let Some(store) = &store {
+            chronos_core::reconcile::settle_before_claiming(&engine, store, &cfg.worker_id).await;
+        }
+        for q in &cfg.queues {
+            engine.register_queue(q).await?;
+        }
+        let (record_tx, record_rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(recorder::run_recorder(engine.clone(), cfg.worker_id.clone(), stats.clone(), record_rx));
+        let shared = Arc::new(Shared {
+            stats,
+            engine,
+            registry,
+            cfg,
+            inflight: Mutex::new(HashMap::new()),
+            slot_freed: Arc::new(Notify::new()),
+            records: record_tx,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let heart = tokio::spawn(lease::run_heartbeat(shared.clone(), stop_rx));
+        let background = services.start();
+
+        tracing::info!(worker = %shared.cfg.worker_id, queues = ?shared.cfg.queues, concurrency = shared.cfg.concurrency, handlers = ?shared.registry.kinds(), "worker started");
+        let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let fetch = fetch::fetch_loop(shared.clone(), slots.clone(), shutdown).await;
+        tracing::info!(worker = %shared.cfg.worker_id, "stopped claiming; draining");
+
+        // Let running attempts finish within the grace period.
+        let all = shared.cfg.concurrency as u32;
+        let drained = tokio::time::timeout(shared.cfg.shutdown_grace, slots.acquire_many(all)).await.is_ok();
+        if !drained {
+            lease::hand_back(&shared).await;
+        }
+        let _ = stop_tx.send(true);
+        drop(shared);
+        let _ = heart.await;
+        let _ = recorder.await; // ends once every sender (runners) is gone
+        background.stop().await;
+        tracing::info!("worker stopped");
+        fetch
+    }
+}
+
+/// The reaper's period: a lease quarter, between 100 ms and 1 s.
+fn reap_every(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Start one attempt in its own task; its outcome goes to the recorder.
+fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) {
+    let cancel = CancellationToken::new();
+    let cancel_requested = Arc::new(AtomicBool::new(false));
+    shared.inflight.lock().unwrap().insert(
+        task.id,
+        Inflight {
+            queue: task.queue.clone(),
+            token: task.token,
+            cancel: cancel.clone(),
+            cancel_requested: cancel_requested.clone(),
+            abort: None,
+        },
+    );
+    let s = shared.clone();
+    tokio::spawn(async move {
+        let slot = Slot::new(permit, s.slot_freed.clone());
+        let outcome = attempt::run_attempt(&s, &task, cancel, cancel_requested).await;
+        let completed = outcome == Outcome::Completed;
+        let (slot, kept) = if completed { (Some(slot), None) } else { (None, Some(slot)) };
+        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, slot: kept });
+        s.inflight.lock().unwrap().remove(&task.id);
+        drop(slot);
+    });
+}

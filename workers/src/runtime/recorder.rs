@@ -1,0 +1,121 @@
+//! The recorder: writes attempt outcomes to the queue. Completions are batched (whatever
+//! completed while the previous ack was in flight goes in the next call); failures are recorded
+//! each in its own task, so a slow retry of one never holds up another. Every write is retried
+//! with the same capped backoff ([`with_retries`]); one that never succeeds leaves the lease to
+//! expire, and the task runs again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chronos_core::TaskId;
+use chronos_core::queue::{Engine, FailOutcome};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
+
+use super::WorkerStats;
+use super::attempt::Outcome;
+
+/// A worker slot: freeing it (dropping) wakes the fetch loop when it waits for one.
+pub(super) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Slot {
+    pub(super) fn new(permit: OwnedSemaphorePermit, freed: Arc<Notify>) -> Self {
+        Slot { permit: Some(permit), freed }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
+/// One attempt's outcome on its way to Redis.
+pub(super) struct Record {
+    pub queue: String,
+    pub id: TaskId,
+    pub token: u64,
+    pub outcome: Outcome,
+    /// A failed attempt's slot, held until the retry or death is written; a completion's slot
+    /// is freed before it is sent, so the next claim need not wait for the batched ack.
+    pub slot: Option<Slot>,
+}
+
+const ATTEMPTS: usize = 8;
+
+/// Run `op` until it succeeds, at most [`ATTEMPTS`] times, backing off 50 ms → 2 s.
+async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = chronos_core::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    for _ in 0..ATTEMPTS {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    None
+}
+
+/// Until every sender is gone (the last attempt finished): write what arrives.
+pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<WorkerStats>, mut rx: mpsc::UnboundedReceiver<Record>) {
+    let mut buf = Vec::with_capacity(256);
+    let mut failures = JoinSet::new();
+    while rx.recv_many(&mut buf, 256).await > 0 {
+        let mut acks: HashMap<String, Vec<(TaskId, u64)>> = HashMap::new();
+        for r in buf.drain(..) {
+            match r.outcome {
+                Outcome::Completed => {
+                    stats.completed.fetch_add(1, Ordering::Relaxed);
+                    acks.entry(r.queue).or_default().push((r.id, r.token));
+                }
+                Outcome::Failed { kind, message, detail, retry_in } => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    let (engine, worker) = (engine.clone(), worker.clone());
+                    failures.spawn(async move {
+                        let slot = r.slot;
+                        let written = with_retries("recording a failure", || {
+                            engine.fail(&r.queue, r.id, r.token, &worker, kind, &message, &detail, retry_in)
+                        })
+                        .await;
+                        match written {
+                            Some(FailOutcome::Stale) => tracing::info!(task = %r.id, "attempt result refused: the lease was taken over"),
+                            Some(outcome) => tracing::debug!(task = %r.id, ?outcome, error = %message, "attempt failed"),
+                            None => tracing::error!(task = %r.id, "failure not recorded; the lease will expire and the task run again"),
+                        }
+                        drop(slot);
+                    });
+                    continue;
+                }
+            }
+        }
+        for (queue, leases) in acks {
+            let written = with_retries("ack", || {
+                stats.ack_calls.fetch_add(1, Ordering::Relaxed);
+                engine.ack(&queue, &worker, &leases)
+            })
+            .await;
+            if let Some(r) = written {
+                let refused = r.iter().filter(|x| !**x).count();
+                if refused > 0 {
+                    tracing::info!(queue, refused, "acks refused: leases were taken over");
+                }
+            }
+        }
+        while failures.try_join_next().is_some() {}
+    }
+    while failures.join_next().await.is_some() {}
+}
