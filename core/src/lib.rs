@@ -31,6 +31,8 @@ pub mod config;
 pub mod cron;
 pub mod dlq;
 pub mod error;
+pub mod events;
+pub mod history;
 pub mod keys;
 pub mod model;
 pub mod queue;
