@@ -55,6 +55,21 @@ impl QueueKeys {
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)
     }
+
+    /// Tombstone of a schedule's occurrence that finished (so it is never enqueued again).
+    pub fn done(&self, id: &str) -> String {
+        format!("{}done:{id}", self.prefix)
+    }
+
+    /// The overlap guard of a schedule: the id of its run in progress.
+    pub fn guard(&self, schedule: &str) -> String {
+        format!("{}sg:{schedule}", self.prefix)
+    }
+
+    /// The one occurrence of a schedule parked behind its run in progress (overlap queue_one).
+    pub fn parked(&self, schedule: &str) -> String {
+        format!("{}sq:{schedule}", self.prefix)
+    }
 }
 
 /// Set of queue names that have ever received a task (for workers, the audit writer and listings).

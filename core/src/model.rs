@@ -220,25 +220,8 @@ impl Backoff {
         Ok(())
     }
 
-    /// The delay before the retry that follows `attempt` (1-based), given `rnd` in `[0, 1)`.
-    /// Mirrors `fail.lua`, which makes the real decision; kept here for docs and tests.
-    pub fn delay(&self, attempt: u32, rnd: f64) -> Duration {
-        let raw = match self.kind {
-            BackoffKind::Exponential => {
-                let exp = attempt.saturating_sub(1).min(62);
-                self.base_ms.saturating_mul(1u64 << exp).min(self.cap_ms)
-            }
-            BackoffKind::Fixed => self.base_ms.min(self.cap_ms),
-        };
-        let ms = match self.jitter {
-            Jitter::None => raw,
-            Jitter::Full => (raw as f64 * rnd) as u64,
-            Jitter::Equal => (raw as f64 / 2.0 + raw as f64 / 2.0 * rnd) as u64,
-        };
-        Duration::from_millis(ms)
-    }
-
-    /// The compact form stored in the task hash and parsed by `fail.lua`.
+    /// The compact form stored in the task hash; `backoff_delay` in `lib.lua` parses it and
+    /// computes the delay (the one place the formula lives; tests/tests/scripts.rs tables it).
     pub fn encode(&self) -> String {
         let k = match self.kind {
             BackoffKind::Exponential => 'e',
@@ -535,17 +518,6 @@ mod tests {
         let p: Priority = serde_json::from_str("\"high\"").unwrap();
         assert_eq!(p, Priority::HIGH);
         assert!(serde_json::from_str::<Priority>("-1").is_err());
-    }
-
-    #[test]
-    fn exponential_backoff_doubles_up_to_the_cap() {
-        let b = Backoff::exponential(Duration::from_millis(100), Duration::from_millis(500), Jitter::None);
-        let d: Vec<u64> = (1..=5).map(|a| b.delay(a, 0.5).as_millis() as u64).collect();
-        assert_eq!(d, vec![100, 200, 400, 500, 500]);
-        let full = Backoff { jitter: Jitter::Full, ..b };
-        assert_eq!(full.delay(3, 0.25).as_millis(), 100);
-        let eq = Backoff { jitter: Jitter::Equal, ..b };
-        assert_eq!(eq.delay(3, 0.5).as_millis(), 300);
     }
 
     #[test]

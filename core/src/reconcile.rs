@@ -11,18 +11,15 @@
 //! the rebuild before they claim ([`settle_before_claiming`]); after a data loss in mid-run,
 //! tasks that complete while the rebuild runs may run once more (at-least-once).
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::queue::Engine;
+use crate::queue::script::RESTORE;
 use crate::store::Store;
-
-static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/restore.lua")));
 
 /// How long a rebuild may hold the lock before another worker may take over.
 const REBUILD_LOCK: Duration = Duration::from_secs(60);
@@ -105,8 +102,8 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
         for (queue, rows) in by_queue {
             engine.register_queue(&queue).await?;
             let k = engine.keys(&queue);
-            let mut inv = RESTORE.prepare_invoke();
-            inv.key(&k.ready).key(&k.delayed).key(&k.retry).key(&k.dead).key(&k.seq).key(&k.wake).arg(&k.prefix).arg(rows.len());
+            let mut inv = RESTORE.call(&k);
+            inv.arg(rows.len());
             for r in rows {
                 let backoff: serde_json::Value = r.get("backoff");
                 let backoff = serde_json::from_value::<crate::model::Backoff>(backoff).unwrap_or_default();

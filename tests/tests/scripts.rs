@@ -343,3 +343,60 @@ async fn a_critical_task_is_claimed_before_a_thousand_low_ones_and_fifo_holds_wi
     assert_eq!(next, expected, "FIFO within a priority");
     f.env.cleanup().await;
 }
+
+/// Evaluate `body` after the scripts' shared `lib.lua`, with `args` as ARGV.
+async fn lib_eval(env: &TestEnv, body: &str, args: &[&str]) -> redis::Value {
+    let src = format!("{}{body}", chronos_core::queue::script::LUA_LIB);
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(src).arg(0);
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut env.engine.connection()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_backoff_formula_in_lib_lua_doubles_up_to_the_cap_and_jitters() {
+    let env = TestEnv::new().await;
+    let b = Backoff::exponential(Duration::from_millis(100), Duration::from_millis(500), Jitter::None);
+    let fixed = Backoff::fixed(Duration::from_millis(300));
+    // (backoff, attempt, rnd) → delay in ms
+    let table: Vec<(Backoff, u32, f64, i64)> = vec![
+        (b, 1, 0.5, 100),
+        (b, 2, 0.5, 200),
+        (b, 3, 0.5, 400),
+        (b, 4, 0.5, 500),
+        (b, 5, 0.5, 500),
+        (Backoff { jitter: Jitter::Full, ..b }, 3, 0.25, 100),
+        (Backoff { jitter: Jitter::Equal, ..b }, 3, 0.5, 300),
+        (Backoff { jitter: Jitter::Equal, ..b }, 1, 0.0, 50),
+        (fixed, 1, 0.9, 300),
+        (fixed, 7, 0.1, 300),
+        (Backoff { jitter: Jitter::Full, ..fixed }, 2, 0.5, 150),
+    ];
+    for (backoff, attempt, rnd, want) in table {
+        let got = lib_eval(
+            &env,
+            "return backoff_delay(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))",
+            &[&backoff.encode(), &attempt.to_string(), &rnd.to_string()],
+        )
+        .await;
+        assert_eq!(got, redis::Value::Int(want), "{} attempt {attempt} rnd {rnd}", backoff.encode());
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn lib_lua_builds_the_same_key_names_as_keys_rs() {
+    let env = TestEnv::new().await;
+    let k = env.engine.keys(Q);
+    let got = lib_eval(
+        &env,
+        "return {task_key(ARGV[1], 'x'), payload_key(ARGV[1], 'x'), idem_key(ARGV[1], 'x'), done_key(ARGV[1], 'x'), guard_key(ARGV[1], 'x'), parked_key(ARGV[1], 'x')}",
+        &[&k.prefix],
+    )
+    .await;
+    let got: Vec<String> = redis::from_redis_value(got).unwrap();
+    assert_eq!(got, vec![k.task("x"), k.payload("x"), k.idempotency("x"), k.done("x"), k.guard("x"), k.parked("x")]);
+    env.cleanup().await;
+}

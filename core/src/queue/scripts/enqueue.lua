@@ -15,30 +15,28 @@
 --         API key that submitted it, so two clients' keys never collide; "" = none),
 --         schedule id of a schedule's occurrence ("" = none) and its overlap code ("s" skip, "q"
 --         queue one, "" allow: no guard); stored only when set. An occurrence whose id has a
---         tombstone (done:<id>, see guard.lua) already ran and is not enqueued again.
+--         tombstone (done:<id>, see lib.lua) already ran and is not enqueued again.
 -- Returns: {now, id_1, created_1, id_2, created_2, ...}; created is 1 for a new task, 0 when the
 --          idempotency key (or the id) already named a task, whose id is returned instead.
 local ready, delayed, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out = {now}
 local woke = false
-local SHIFT = 70368744177664 -- 2^46
 for i = 0, n - 1 do
   local b = 3 + i * 13
   local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local pr, ma, bk, to, ik = tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local run_at, delay, dk = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10]), ARGV[b + 11]
   local sg, ov = ARGV[b + 12], ARGV[b + 13]
-  local tkey = prefix .. 't:' .. id
+  local tkey = task_key(prefix, id)
   local existing = nil
   if dk ~= '' then
-    existing = redis.call('GET', prefix .. 'idem:' .. dk)
+    existing = redis.call('GET', idem_key(prefix, dk))
   end
-  if not existing and (redis.call('EXISTS', tkey) == 1 or (sg ~= '' and redis.call('EXISTS', prefix .. 'done:' .. id) == 1)) then
+  if not existing and (redis.call('EXISTS', tkey) == 1 or (sg ~= '' and redis.call('EXISTS', done_key(prefix, id)) == 1)) then
     existing = id
   end
   if existing then
@@ -46,7 +44,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   else
     if dk ~= '' then
-      redis.call('SET', prefix .. 'idem:' .. dk, id, 'PX', retention)
+      redis.call('SET', idem_key(prefix, dk), id, 'PX', retention)
     end
     local due = run_at
     if due == 0 then due = now + delay end
@@ -59,8 +57,8 @@ for i = 0, n - 1 do
       local seq = redis.call('INCR', seqkey)
       redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,
         'bk', bk, 'to', to, 'st', 'queued', 'ik', ik, 'ca', now, 'ra', now)
-      redis.call('SET', prefix .. 'p:' .. id, payload)
-      redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
+      redis.call('SET', payload_key(prefix, id), payload)
+      redis.call('ZADD', ready, ready_score(pr, seq), id)
       if not woke and redis.call('LLEN', wake) < 8 then
         redis.call('LPUSH', wake, '1')
         woke = true
@@ -68,7 +66,7 @@ for i = 0, n - 1 do
     else
       redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,
         'bk', bk, 'to', to, 'st', 'scheduled', 'ik', ik, 'ca', now, 'ra', due)
-      redis.call('SET', prefix .. 'p:' .. id, payload)
+      redis.call('SET', payload_key(prefix, id), payload)
       redis.call('ZADD', delayed, due, id)
       -- A new earliest due time must reach a worker that is sleeping until a later one.
       local first = redis.call('ZRANGE', delayed, 0, 0)

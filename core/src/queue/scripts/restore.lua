@@ -10,9 +10,7 @@
 -- Returns: how many tasks were restored
 local ready, delayed, retry, dead, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local SHIFT = 70368744177664 -- 2^46
+local now = now_ms()
 local restored = 0
 for i = 0, n - 1 do
   local b = 2 + i * 13
@@ -20,7 +18,7 @@ for i = 0, n - 1 do
   local pr, a, ma, bk, to, ik = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
   local st, ra = ARGV[b + 10], tonumber(ARGV[b + 11])
   local sg, ov = ARGV[b + 12], ARGV[b + 13]
-  local tkey = prefix .. 't:' .. id
+  local tkey = task_key(prefix, id)
   if redis.call('EXISTS', tkey) == 0 then
     local status, set, score = 'queued', ready, nil
     if st == 'dead' then
@@ -29,7 +27,7 @@ for i = 0, n - 1 do
       status, set, score = st, delayed, ra
       if st == 'retrying' then set = retry end
     else
-      score = (100 - pr) * SHIFT + redis.call('INCR', seqkey)
+      score = ready_score(pr, redis.call('INCR', seqkey))
     end
     -- A running attempt was lost with Redis: it counts, but never leaves the task without one.
     if st == 'running' and a >= ma then ma = a + 1 end
@@ -40,10 +38,10 @@ for i = 0, n - 1 do
     elseif sg ~= '' then
       redis.call('HSET', tkey, 'sg', sg)
     end
-    redis.call('SET', prefix .. 'p:' .. id, payload)
+    redis.call('SET', payload_key(prefix, id), payload)
     redis.call('ZADD', set, score, id)
     restored = restored + 1
   end
 end
-if restored > 0 and redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
+if restored > 0 then wake_one(wake) end
 return restored

@@ -9,12 +9,11 @@
 local active, ready, dead, dlq, seqkey, tokkey, outbox, wake =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local requeued = 0
 for _, id in ipairs(expired) do
-  local tkey = prefix .. 't:' .. id
+  local tkey = task_key(prefix, id)
   redis.call('ZREM', active, id)
   local f = redis.call('HMGET', tkey, 'a', 'ma', 'pr', 'w', 'sg')
   if f[1] then
@@ -30,14 +29,14 @@ for _, id in ipairs(expired) do
       redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg, 's', '', 'o', 'lost')
     else
       local seq = redis.call('INCR', seqkey)
-      redis.call('ZADD', ready, (100 - tonumber(f[3])) * 70368744177664 + seq, id)
+      redis.call('ZADD', ready, ready_score(f[3], seq), id)
       redis.call('HSET', tkey, 'st', 'queued', 'le', msg)
       redis.call('XADD', outbox, '*', 'k', 'L', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg)
       requeued = requeued + 1
     end
   end
 end
-if requeued > 0 and redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
+if requeued > 0 then wake_one(wake) end
 local nxt = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
 local deadline = -1
 if nxt[2] then deadline = tonumber(nxt[2]) end

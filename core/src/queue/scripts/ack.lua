@@ -6,18 +6,17 @@
 -- Returns: one integer per pair, 1 = completed, 0 = refused (stale token or not running)
 local active, outbox, ready, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, worker = ARGV[1], ARGV[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out, done = {}, {}
 for i = 3, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
-  local tkey = prefix .. 't:' .. id
+  local tkey = task_key(prefix, id)
   local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'sg')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
     guard_release(prefix, id, f[4], ready, seqkey, wake)
     tombstone(prefix, id, f[4])
-    redis.call('DEL', tkey, prefix .. 'p:' .. id)
+    redis.call('DEL', tkey, payload_key(prefix, id))
     done[#done + 1] = id .. ':' .. f[3]
     out[#out + 1] = 1
   else

@@ -10,23 +10,21 @@
 -- A schedule's occurrence with an overlap guard (fields sg, ov) whose schedule has a run in
 -- progress is not leased: "skip" (ov = s) drops it, recorded as cancelled with the reason;
 -- "queue_one" (ov = q) parks it in sq:<schedule> unless one is parked already (then it is
--- dropped). guard_release (guard.lua) moves the parked one to ready when the run ends.
+-- dropped). guard_release (lib.lua) moves the parked one to ready when the run ends.
 local ready, delayed, active, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local tokkey, outbox, wake, paused, retry = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local prefix, worker = ARGV[1], ARGV[2]
 local max, lease, plimit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local SHIFT = 70368744177664 -- 2^46
+local now = now_ms()
 
 for _, set in ipairs({delayed, retry}) do
   local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, plimit)
   for _, id in ipairs(due) do
-    local tkey = prefix .. 't:' .. id
+    local tkey = task_key(prefix, id)
     local pr = tonumber(redis.call('HGET', tkey, 'pr'))
     if pr then
       local seq = redis.call('INCR', seqkey)
-      redis.call('ZADD', ready, (100 - pr) * SHIFT + seq, id)
+      redis.call('ZADD', ready, ready_score(pr, seq), id)
       redis.call('HSET', tkey, 'st', 'queued')
     end
     redis.call('ZREM', set, id)
@@ -43,27 +41,27 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
     local claimed, lease_args = {}, {}
     for i = 1, #popped, 2 do
       local id = popped[i]
-      local tkey = prefix .. 't:' .. id
+      local tkey = task_key(prefix, id)
       local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov')
       tok = tok + 1
       local blocked = nil
       if f[3] and f[7] and f[8] then
-        local gkey = prefix .. 'sg:' .. f[7]
+        local gkey = guard_key(prefix, f[7])
         local holder = redis.call('GET', gkey)
         -- completed and cancelled runs leave Redis; a dead one is finished too
         if holder and holder ~= id then
-          local hst = redis.call('HGET', prefix .. 't:' .. holder, 'st')
+          local hst = redis.call('HGET', task_key(prefix, holder), 'st')
           if hst and hst ~= 'dead' then blocked = holder end
         end
         if blocked then
-          local pkey = prefix .. 'sq:' .. f[7]
+          local pkey = parked_key(prefix, f[7])
           local parked = f[8] == 'q' and redis.call('GET', pkey)
-          if f[8] == 'q' and not (parked and parked ~= id and redis.call('HGET', prefix .. 't:' .. parked, 'st') == 'queued') then
+          if f[8] == 'q' and not (parked and parked ~= id and redis.call('HGET', task_key(prefix, parked), 'st') == 'queued') then
             redis.call('SET', pkey, id)
           else
             local why = 'skipped: the previous run ' .. blocked .. ' of its schedule has not finished (overlap '
             if f[8] == 'q' then why = why .. 'queue_one: one run is already waiting)' else why = why .. 'skip)' end
-            redis.call('DEL', tkey, prefix .. 'p:' .. id)
+            redis.call('DEL', tkey, payload_key(prefix, id))
             tombstone(prefix, id, f[7])
             redis.call('XADD', outbox, '*', 'k', 'S', 't', now, 'i', id, 'e', why)
           end
@@ -81,7 +79,7 @@ if max > 0 and redis.call('EXISTS', paused) == 0 then
         out[#out + 1] = a
         out[#out + 1] = f[2]
         out[#out + 1] = f[3]
-        out[#out + 1] = redis.call('GET', prefix .. 'p:' .. id) or 'null'
+        out[#out + 1] = redis.call('GET', payload_key(prefix, id)) or 'null'
         out[#out + 1] = f[4]
         out[#out + 1] = f[5]
         out[#out + 1] = f[6]

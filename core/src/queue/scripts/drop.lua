@@ -11,14 +11,14 @@ local prefix = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
-  local tkey = prefix .. 't:' .. id
+  local tkey = task_key(prefix, id)
   local f = redis.call('HMGET', tkey, 'st', 'a')
   if (f[1] == 'scheduled' or f[1] == 'queued') and f[2] == '0' then
     redis.call('ZREM', ready, id)
     redis.call('ZREM', delayed, id)
-    redis.call('DEL', tkey, prefix .. 'p:' .. id)
+    redis.call('DEL', tkey, payload_key(prefix, id))
     out[#out + 1] = id
-  elseif not f[1] and redis.call('EXISTS', prefix .. 'done:' .. id) == 0 then
+  elseif not f[1] and redis.call('EXISTS', done_key(prefix, id)) == 0 then
     out[#out + 1] = id
   end
 end

@@ -6,12 +6,11 @@
 --          -1 = refused (the lease was lost: reaped, or the token is stale)
 local active = KEYS[1]
 local prefix, lease = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out = {}
 for i = 3, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', prefix .. 't:' .. id, 'tok', 'st', 'cx')
+  local f = redis.call('HMGET', task_key(prefix, id), 'tok', 'st', 'cx')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZADD', active, 'XX', now + lease, id)
     if f[3] == '1' then out[#out + 1] = 1 else out[#out + 1] = 0 end

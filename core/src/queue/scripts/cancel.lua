@@ -9,9 +9,8 @@
 local ready, delayed, dead, dlq, outbox, retry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local seqkey, wake = KEYS[7], KEYS[8]
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
-local tkey = prefix .. 't:' .. id
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tkey = task_key(prefix, id)
+local now = now_ms()
 local f = redis.call('HMGET', tkey, 'st', 'cx', 'a', 'sg')
 local st = f[1]
 if not st then return {'not_found', ''} end
@@ -33,6 +32,6 @@ elseif st == 'dead' then
 end
 guard_release(prefix, id, f[4], ready, seqkey, wake)
 tombstone(prefix, id, f[4])
-redis.call('DEL', tkey, prefix .. 'p:' .. id)
+redis.call('DEL', tkey, payload_key(prefix, id))
 redis.call('XADD', outbox, '*', 'k', 'X', 't', now, 'i', id, 'a', f[3] or 0, 'by', actor, 'st', st)
 return {'cancelled', st}

@@ -1,40 +1,26 @@
 //! The Redis queue engine. Each state change of a task is one atomic Lua script (one file per
 //! transition under `scripts/`), guarded by the lease's fencing token, and appends its audit
 //! event to the queue's outbox stream inside the same script.
+//!
+//! - [`script`] — the boundary: one [`script::ScriptDef`] per script (its KEYS in the order its
+//!   header documents, `lib.lua` prepended) and [`script::Reply`], the one reader of replies.
+//! - `scripts/*.lua` — `lib.lua` (clock, ready score, key names, backoff, overlap guard) and one
+//!   file per transition: `enqueue`, `claim`, `ack`, `fail` (the retry decision), `heartbeat`,
+//!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the Redis-loss rebuild).
+
+pub mod script;
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{AsyncConnectionConfig, Value};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys::{QueueKeys, queues_set};
 use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
-
-macro_rules! script {
-    ($name:ident, $file:literal) => {
-        static $name: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
-    };
-    // Scripts that end a task share the overlap-guard release and the occurrence tombstone
-    // (Lua has no includes).
-    ($name:ident, guarded $file:literal) => {
-        static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(include_str!("scripts/guard.lua"), include_str!(concat!("scripts/", $file)))));
-    };
-}
-script!(ENQUEUE, "enqueue.lua");
-script!(CLAIM, guarded "claim.lua");
-script!(ACK, guarded "ack.lua");
-script!(FAIL, guarded "fail.lua");
-script!(HEARTBEAT, "heartbeat.lua");
-script!(CANCEL, guarded "cancel.lua");
-script!(RETRY_NOW, "retry_now.lua");
-script!(REAP, guarded "reap.lua");
-script!(DROP, "drop.lua");
-script!(RELEASE, "release.lua");
+use script::{ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, REAP, RELEASE, RETRY_NOW, Reply, unexpected};
 
 /// How many due delayed tasks one claim promotes at most.
 const PROMOTE_LIMIT: usize = 1000;
@@ -176,9 +162,8 @@ impl Engine {
         for (queue, idx) in &by_queue {
             let k = self.keys(queue);
             for chunk in idx.chunks(500) {
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(ENQUEUE.get_hash()).arg(4).arg(&k.ready).arg(&k.delayed).arg(&k.seq).arg(&k.wake);
-                cmd.arg(&k.prefix).arg(idempotency_retention.as_millis() as u64).arg(chunk.len());
+                let mut cmd = ENQUEUE.cmd(&k);
+                cmd.arg(idempotency_retention.as_millis() as u64).arg(chunk.len());
                 for &i in chunk {
                     let p = &tasks[i];
                     let (run_at, delay) = match p.task.schedule {
@@ -209,16 +194,17 @@ impl Engine {
         }
         let replies: Vec<Vec<Value>> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                ENQUEUE.prepare_invoke().load_async(&mut conn).await?;
+                ENQUEUE.script().prepare_invoke().load_async(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }
             r => r?,
         };
         for (reply, chunk) in replies.into_iter().zip(order) {
-            let mut it = reply.into_iter().skip(1);
+            let mut r = Reply::new(ENQUEUE.name, reply);
+            r.skip(); // Redis time
             for i in chunk {
-                let id = parse_id(it.next(), "enqueue")?;
-                let created = as_i64(it.next(), "enqueue")? == 1;
+                let id = r.id()?;
+                let created = r.int()? == 1;
                 out[i] = (id, created);
             }
         }
@@ -229,38 +215,23 @@ impl Engine {
     pub async fn claim(&self, queue: &str, worker: &str, max: usize, lease: Duration) -> Result<ClaimBatch> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = CLAIM
-            .key(&k.ready)
-            .key(&k.delayed)
-            .key(&k.active)
-            .key(&k.seq)
-            .key(&k.token)
-            .key(&k.outbox)
-            .key(&k.wake)
-            .key(&k.paused)
-            .key(&k.retry)
-            .arg(&k.prefix)
-            .arg(worker)
-            .arg(max)
-            .arg(lease.as_millis() as u64)
-            .arg(PROMOTE_LIMIT)
-            .invoke_async(&mut conn)
-            .await?;
-        let mut it = reply.into_iter();
-        let now_ms = as_i64(it.next(), "claim")?;
-        let next_due = as_i64(it.next(), "claim")?;
-        let count = as_i64(it.next(), "claim")? as usize;
+        let mut inv = CLAIM.call(&k);
+        inv.arg(worker).arg(max).arg(lease.as_millis() as u64).arg(PROMOTE_LIMIT);
+        let mut r = Reply::new(CLAIM.name, inv.invoke_async(&mut conn).await?);
+        let now_ms = r.int()?;
+        let next_due = r.int()?;
+        let count = r.int()? as usize;
         let mut tasks = Vec::with_capacity(count);
         for _ in 0..count {
-            let id = parse_id(it.next(), "claim")?;
-            let token = as_i64(it.next(), "claim")? as u64;
-            let attempt = as_i64(it.next(), "claim")? as u32;
-            let max_attempts = as_i64(it.next(), "claim")? as u32;
-            let name = as_string(it.next(), "claim")?;
-            let payload = as_string(it.next(), "claim")?;
-            let timeout = Duration::from_millis(as_i64(it.next(), "claim")? as u64);
-            let backoff = Backoff::decode(&as_string(it.next(), "claim")?).unwrap_or_default();
-            let ik = as_string(it.next(), "claim")?;
+            let id = r.id()?;
+            let token = r.int()? as u64;
+            let attempt = r.int()? as u32;
+            let max_attempts = r.int()? as u32;
+            let name = r.string()?;
+            let payload = r.string()?;
+            let timeout = Duration::from_millis(r.int()? as u64);
+            let backoff = Backoff::decode(&r.string()?).unwrap_or_default();
+            let ik = r.string()?;
             tasks.push(ClaimedTask {
                 id,
                 queue: queue.to_owned(),
@@ -283,8 +254,8 @@ impl Engine {
             return Ok(Vec::new());
         }
         let k = self.keys(queue);
-        let mut inv = ACK.prepare_invoke();
-        inv.key(&k.active).key(&k.outbox).key(&k.ready).key(&k.seq).key(&k.wake).arg(&k.prefix).arg(worker);
+        let mut inv = ACK.call(&k);
+        inv.arg(worker);
         for (id, tok) in leases {
             inv.arg(id.to_string()).arg(tok);
         }
@@ -313,33 +284,23 @@ impl Engine {
             FailKind::Cancelled => "cancelled",
         };
         let mut conn = self.conn.clone();
-        let (what, at): (String, i64) = FAIL
-            .key(&k.active)
-            .key(&k.retry)
-            .key(&k.dead)
-            .key(&k.dlq)
-            .key(&k.outbox)
-            .key(&k.wake)
-            .key(&k.delayed)
-            .key(&k.ready)
-            .key(&k.seq)
-            .arg(&k.prefix)
-            .arg(id.to_string())
+        let mut inv = FAIL.call(&k);
+        inv.arg(id.to_string())
             .arg(token)
             .arg(worker)
             .arg(outcome)
             .arg(message)
             .arg(detail)
             .arg(retry_in.map(|d| d.as_millis() as i64).unwrap_or(-1))
-            .arg(rand::random::<f64>())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match what.as_str() {
-            "retrying" => FailOutcome::Retrying { due_ms: at },
-            "dead" => FailOutcome::Dead,
-            "cancelled" => FailOutcome::Cancelled,
-            "stale" => FailOutcome::Stale,
-            other => return Err(Error::Protocol { script: "fail", detail: other.to_owned() }),
+            .arg(rand::random::<f64>());
+        let mut r = Reply::new(FAIL.name, inv.invoke_async(&mut conn).await?);
+        let (code, at) = (r.code()?, r.int()?);
+        Ok(match code {
+            Code::Retrying => FailOutcome::Retrying { due_ms: at },
+            Code::Dead => FailOutcome::Dead,
+            Code::Cancelled => FailOutcome::Cancelled,
+            Code::Stale => FailOutcome::Stale,
+            other => return Err(unexpected(FAIL.name, format!("{other:?}"))),
         })
     }
 
@@ -349,8 +310,8 @@ impl Engine {
             return Ok(Vec::new());
         }
         let k = self.keys(queue);
-        let mut inv = HEARTBEAT.prepare_invoke();
-        inv.key(&k.active).arg(&k.prefix).arg(lease.as_millis() as u64);
+        let mut inv = HEARTBEAT.call(&k);
+        inv.arg(lease.as_millis() as u64);
         for (id, tok) in leases {
             inv.arg(id.to_string()).arg(tok);
         }
@@ -368,51 +329,31 @@ impl Engine {
     pub async fn cancel(&self, queue: &str, id: TaskId, actor: &str) -> Result<CancelOutcome> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
-        let (what, was): (String, String) = CANCEL
-            .key(&k.ready)
-            .key(&k.delayed)
-            .key(&k.dead)
-            .key(&k.dlq)
-            .key(&k.outbox)
-            .key(&k.retry)
-            .key(&k.seq)
-            .key(&k.wake)
-            .arg(&k.prefix)
-            .arg(id.to_string())
-            .arg(actor)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match what.as_str() {
-            "cancelled" => CancelOutcome::Cancelled { was },
-            "cancelling" => CancelOutcome::Cancelling,
-            "refused" => CancelOutcome::AlreadyCancelling,
-            "not_found" => CancelOutcome::NotFound,
-            other => return Err(Error::Protocol { script: "cancel", detail: other.to_owned() }),
+        let mut inv = CANCEL.call(&k);
+        inv.arg(id.to_string()).arg(actor);
+        let mut r = Reply::new(CANCEL.name, inv.invoke_async(&mut conn).await?);
+        let (code, was) = (r.code()?, r.string()?);
+        Ok(match code {
+            Code::Cancelled => CancelOutcome::Cancelled { was },
+            Code::Cancelling => CancelOutcome::Cancelling,
+            Code::Refused => CancelOutcome::AlreadyCancelling,
+            Code::NotFound => CancelOutcome::NotFound,
+            other => return Err(unexpected(CANCEL.name, format!("{other:?}"))),
         })
     }
 
     pub async fn retry_now(&self, queue: &str, id: TaskId, actor: &str) -> Result<RetryNowOutcome> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
-        let (what, was): (String, String) = RETRY_NOW
-            .key(&k.ready)
-            .key(&k.delayed)
-            .key(&k.dead)
-            .key(&k.dlq)
-            .key(&k.seq)
-            .key(&k.outbox)
-            .key(&k.wake)
-            .key(&k.retry)
-            .arg(&k.prefix)
-            .arg(id.to_string())
-            .arg(actor)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match what.as_str() {
-            "queued" => RetryNowOutcome::Queued { was },
-            "refused" => RetryNowOutcome::Refused { status: was },
-            "not_found" => RetryNowOutcome::NotFound,
-            other => return Err(Error::Protocol { script: "retry_now", detail: other.to_owned() }),
+        let mut inv = RETRY_NOW.call(&k);
+        inv.arg(id.to_string()).arg(actor);
+        let mut r = Reply::new(RETRY_NOW.name, inv.invoke_async(&mut conn).await?);
+        let (code, was) = (r.code()?, r.string()?);
+        Ok(match code {
+            Code::Queued => RetryNowOutcome::Queued { was },
+            Code::Refused => RetryNowOutcome::Refused { status: was },
+            Code::NotFound => RetryNowOutcome::NotFound,
+            other => return Err(unexpected(RETRY_NOW.name, format!("{other:?}"))),
         })
     }
 
@@ -421,19 +362,9 @@ impl Engine {
     pub async fn reap(&self, queue: &str, limit: usize) -> Result<(usize, Option<i64>)> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
-        let (n, next): (usize, i64) = REAP
-            .key(&k.active)
-            .key(&k.ready)
-            .key(&k.dead)
-            .key(&k.dlq)
-            .key(&k.seq)
-            .key(&k.token)
-            .key(&k.outbox)
-            .key(&k.wake)
-            .arg(&k.prefix)
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut inv = REAP.call(&k);
+        inv.arg(limit);
+        let (n, next): (usize, i64) = inv.invoke_async(&mut conn).await?;
         Ok((n, (next >= 0).then_some(next)))
     }
 
@@ -444,14 +375,12 @@ impl Engine {
             return Ok(Vec::new());
         }
         let k = self.keys(queue);
-        let mut inv = DROP.prepare_invoke();
-        inv.key(&k.ready).key(&k.delayed).arg(&k.prefix);
+        let mut inv = DROP.call(&k);
         for id in ids {
             inv.arg(id.to_string());
         }
         let mut conn = self.conn.clone();
-        let r: Vec<String> = inv.invoke_async(&mut conn).await?;
-        r.iter().map(|s| Uuid::parse_str(s).map_err(|e| Error::Protocol { script: "drop", detail: e.to_string() })).collect()
+        Reply::new(DROP.name, inv.invoke_async(&mut conn).await?).ids()
     }
 
     /// Hand leases straight back to ready (graceful shutdown).
@@ -460,8 +389,8 @@ impl Engine {
             return Ok(Vec::new());
         }
         let k = self.keys(queue);
-        let mut inv = RELEASE.prepare_invoke();
-        inv.key(&k.active).key(&k.ready).key(&k.seq).key(&k.token).key(&k.outbox).key(&k.wake).arg(&k.prefix).arg(worker);
+        let mut inv = RELEASE.call(&k);
+        inv.arg(worker);
         for (id, tok) in leases {
             inv.arg(id.to_string()).arg(tok);
         }
@@ -548,30 +477,4 @@ impl Engine {
         let r: Option<(String, String)> = cmd.query_async(conn).await?;
         Ok(r.is_some())
     }
-}
-
-fn as_i64(v: Option<Value>, script: &'static str) -> Result<i64> {
-    match v {
-        Some(Value::Int(i)) => Ok(i),
-        Some(Value::BulkString(b)) => std::str::from_utf8(&b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(Error::Protocol { script, detail: "expected an integer".into() }),
-        other => Err(Error::Protocol { script, detail: format!("expected an integer, got {other:?}") }),
-    }
-}
-
-fn as_string(v: Option<Value>, script: &'static str) -> Result<String> {
-    match v {
-        Some(Value::BulkString(b)) => String::from_utf8(b).map_err(|_| Error::Protocol { script, detail: "invalid UTF-8".into() }),
-        Some(Value::SimpleString(s)) => Ok(s),
-        Some(Value::Int(i)) => Ok(i.to_string()),
-        Some(Value::Nil) | None => Ok(String::new()),
-        other => Err(Error::Protocol { script, detail: format!("expected a string, got {other:?}") }),
-    }
-}
-
-fn parse_id(v: Option<Value>, script: &'static str) -> Result<TaskId> {
-    let s = as_string(v, script)?;
-    Uuid::parse_str(&s).map_err(|_| Error::Protocol { script, detail: format!("bad task id {s:?}") })
 }

@@ -6,12 +6,11 @@
 -- Returns: one integer per pair, 1 = released, 0 = refused (stale token or not running)
 local active, ready, seqkey, tokkey, outbox, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, worker = ARGV[1], ARGV[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out, back = {}, {}
 for i = 3, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
-  local tkey = prefix .. 't:' .. id
+  local tkey = task_key(prefix, id)
   local f = redis.call('HMGET', tkey, 'tok', 'st', 'pr', 'a')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
@@ -19,7 +18,7 @@ for i = 3, #ARGV, 2 do
     redis.call('HSET', tkey, 'st', 'queued', 'tok', redis.call('INCR', tokkey))
     redis.call('HDEL', tkey, 'cx')
     local seq = redis.call('INCR', seqkey)
-    redis.call('ZADD', ready, (100 - tonumber(f[3])) * 70368744177664 + seq, id)
+    redis.call('ZADD', ready, ready_score(f[3], seq), id)
     back[#back + 1] = id .. ':' .. f[4]
     out[#out + 1] = 1
   else
@@ -28,6 +27,6 @@ for i = 3, #ARGV, 2 do
 end
 if #back > 0 then
   redis.call('XADD', outbox, '*', 'k', 'B', 't', now, 'w', worker, 'x', table.concat(back, ','))
-  if redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
+  wake_one(wake)
 end
 return out

@@ -7,9 +7,8 @@
 -- Returns: {result, status before}; result is "queued", "not_found" or "refused" (queued or running)
 local ready, delayed, dead, dlq, seqkey, outbox, wake, retry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
-local tkey = prefix .. 't:' .. id
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tkey = task_key(prefix, id)
+local now = now_ms()
 local f = redis.call('HMGET', tkey, 'st', 'pr', 'a', 'mb')
 local st = f[1]
 if not st then return {'not_found', ''} end
@@ -26,8 +25,8 @@ else
   return {'refused', st}
 end
 local seq = redis.call('INCR', seqkey)
-redis.call('ZADD', ready, (100 - tonumber(f[2])) * 70368744177664 + seq, id)
+redis.call('ZADD', ready, ready_score(f[2], seq), id)
 redis.call('HSET', tkey, 'st', 'queued', 'ra', now)
 redis.call('XADD', outbox, '*', 'k', 'R', 't', now, 'i', id, 'by', actor, 'st', st)
-if redis.call('LLEN', wake) < 8 then redis.call('LPUSH', wake, '1') end
+wake_one(wake)
 return {'queued', st}

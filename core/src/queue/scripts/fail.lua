@@ -15,9 +15,8 @@ local ready, seqkey = KEYS[8], KEYS[9]
 local prefix, id, tok, worker, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local msg, detail = ARGV[6], ARGV[7]
 local override, rnd = tonumber(ARGV[8]), tonumber(ARGV[9])
-local tkey = prefix .. 't:' .. id
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tkey = task_key(prefix, id)
+local now = now_ms()
 local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk', 'sg')
 if f[1] ~= tok or f[2] ~= 'running' then
   return {'stale', 0}
@@ -28,7 +27,7 @@ redis.call('ZREM', active, id)
 if outcome == 'cancelled' then
   guard_release(prefix, id, f[6], ready, seqkey, wake)
   tombstone(prefix, id, f[6])
-  redis.call('DEL', tkey, prefix .. 'p:' .. id)
+  redis.call('DEL', tkey, payload_key(prefix, id))
   redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker)
   return {'cancelled', now}
 end
@@ -44,21 +43,7 @@ if outcome == 'permanent' or a >= ma then
 end
 
 local delay = override
-if delay < 0 then
-  -- backoff: "e:<base>:<cap>:<jitter>" (exponential) or "f:<base>:<cap>:<jitter>" (fixed)
-  local kind, base, cap, jitter = string.match(f[5], '^(%a):(%d+):(%d+):(%a+)$')
-  base, cap = tonumber(base), tonumber(cap)
-  if kind == 'e' then
-    delay = math.min(cap, base * 2 ^ (a - 1))
-  else
-    delay = math.min(cap, base)
-  end
-  if jitter == 'full' then
-    delay = math.floor(delay * rnd)
-  elseif jitter == 'equal' then
-    delay = math.floor(delay / 2 + delay / 2 * rnd)
-  end
-end
+if delay < 0 then delay = backoff_delay(f[5], a, rnd) end
 local due = now + delay
 redis.call('HSET', tkey, 'st', 'retrying', 'le', msg, 'ra', due)
 redis.call('HDEL', tkey, 'tok')
