@@ -1,319 +1,25 @@
-//! Recurring schedules: stored in Postgres, planned ahead by the tick.
-//!
-//! Each tick plans every occurrence in `(planned_until, now + horizon]` as a delayed task and
-//! advances `planned_until`, while a transaction holds the schedule's row lock
-//! (`FOR NO KEY UPDATE SKIP LOCKED`): two ticks never plan one schedule at once, and a tick that
-//! stops half-way leaves `planned_until` where it was, so the next one plans the same window.
-//! An occurrence's task id is derived from (schedule, fire instant) ([`Origin::task_id`]).
-//!
-//! Under the lock, in this order:
-//! 1. the occurrences' task rows are inserted and committed (`ON CONFLICT (id) DO NOTHING`) on
-//!    a connection of their own, so the audit writer finds a row for every event a worker
-//!    produces, however fast the task runs;
-//! 2. the new occurrences, and any earlier-inserted ones Postgres still shows as not started,
-//!    are enqueued in Redis, which skips an id it holds live and one that already ran (the
-//!    tombstone `done:<id>` that finishing an occurrence leaves for six hours);
-//! 3. `planned_until` moves and the lock's transaction commits.
-//!
-//! So a tick that dies anywhere, a retried Lambda or two ticks racing never enqueue an
-//! occurrence twice, and never lose one: the window is planned again and step 2 fills the gap.
-//!
-//! Sub-minute schedules are exact because the delayed set fires them, not the tick.
+//! [`Scheduler`]: schedules' use cases (create, change, pause, delete, trigger) and the tick,
+//! which plans occurrences ([`super::planner`]) and records them in Postgres and Redis.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::client::Chronos;
 use crate::cron::{CronExpr, Tz, parse_timezone};
-use crate::error::{Error, Result};
-use crate::model::{Backoff, NewTask, Origin, Overlap, Priority, TaskId};
+use crate::error::Result;
+use crate::model::{Origin, Overlap, TaskId};
 use crate::store::{Store, TaskRecord};
 
-/// The shortest planning horizon: a tick runs every minute, so one late or failed tick must
-/// not leave a gap.
-pub const MIN_HORIZON: Duration = Duration::from_secs(120);
-pub const DEFAULT_HORIZON: Duration = Duration::from_secs(180);
-/// Occurrences one schedule gets per planning pass; a schedule further behind (every second,
-/// after a long outage with `run_all`) catches up over several passes of the same tick.
-const PASS_LIMIT: usize = 1000;
+use super::db::{SCHEDULE_COLUMNS, bind_definition, schedule_from_row};
+use super::planner;
+use super::{ChangeError, MIN_HORIZON, SchedulePatch, ScheduleRecord, ScheduleSpec, TickReport};
+
 /// Schedules locked per transaction.
 const ROWS_PER_PASS: i64 = 50;
-const MAX_SCHEDULE_NAME: usize = 128;
-
-/// What a tick does with occurrences whose instant passed while no tick ran (an outage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Misfire {
-    /// Run every missed occurrence, oldest first.
-    RunAll,
-    /// Run the latest missed occurrence once.
-    #[default]
-    RunOnce,
-    /// Run none of them.
-    Skip,
-}
-
-impl Misfire {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Misfire::RunAll => "run_all",
-            Misfire::RunOnce => "run_once",
-            Misfire::Skip => "skip",
-        }
-    }
-}
-
-impl FromStr for Misfire {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        [Misfire::RunAll, Misfire::RunOnce, Misfire::Skip]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| Error::invalid("misfire", format!("{s:?} is not a misfire policy; use run_all, run_once or skip")))
-    }
-}
-
-/// The task each occurrence runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskTemplate {
-    pub name: String,
-    pub queue: String,
-    pub payload: serde_json::Value,
-    pub priority: Priority,
-    pub max_attempts: u32,
-    pub backoff: Backoff,
-    pub timeout_ms: u64,
-}
-
-impl TaskTemplate {
-    /// A template with the same defaults as a task submitted without options.
-    pub fn new(name: impl Into<String>, payload: serde_json::Value) -> Self {
-        let t = NewTask::new(name, payload);
-        TaskTemplate {
-            name: t.name,
-            queue: t.queue,
-            payload: t.payload,
-            priority: t.priority,
-            max_attempts: t.max_attempts,
-            backoff: t.backoff,
-            timeout_ms: t.timeout.as_millis() as u64,
-        }
-    }
-
-    pub fn task(&self) -> NewTask {
-        NewTask::new(self.name.clone(), self.payload.clone())
-            .queue(self.queue.clone())
-            .priority(self.priority)
-            .max_attempts(self.max_attempts)
-            .backoff(self.backoff)
-            .timeout(Duration::from_millis(self.timeout_ms))
-    }
-
-    /// Validate as a task would be validated when submitted.
-    pub fn validate(&self, max_payload: usize) -> Result<()> {
-        self.task().prepare(max_payload).map(|_| ())
-    }
-}
-
-/// A schedule as a user describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleSpec {
-    pub name: String,
-    pub cron: String,
-    pub timezone: String,
-    pub task: TaskTemplate,
-    pub paused: bool,
-    pub overlap: Overlap,
-    pub misfire: Misfire,
-}
-
-impl ScheduleSpec {
-    pub fn new(name: impl Into<String>, cron: impl Into<String>, task: TaskTemplate) -> Self {
-        ScheduleSpec {
-            name: name.into(),
-            cron: cron.into(),
-            timezone: "UTC".into(),
-            task,
-            paused: false,
-            overlap: Overlap::Allow,
-            misfire: Misfire::RunOnce,
-        }
-    }
-
-    /// Check every part; the error names the field to fix.
-    pub fn validate(&self, max_payload: usize) -> Result<(CronExpr, Tz)> {
-        validate_schedule_name(&self.name)?;
-        let expr = CronExpr::parse(&self.cron)?;
-        let tz = parse_timezone(&self.timezone)?;
-        self.task.validate(max_payload)?;
-        Ok((expr, tz))
-    }
-}
-
-pub fn validate_schedule_name(n: &str) -> Result<()> {
-    if n.is_empty() || n.len() > MAX_SCHEDULE_NAME || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b)) {
-        return Err(Error::invalid(
-            "name",
-            format!("{n:?} is not a valid schedule name; use 1–{MAX_SCHEDULE_NAME} of A–Z a–z 0–9 _ - . : /"),
-        ));
-    }
-    Ok(())
-}
-
-/// Changes to a schedule; `None` leaves a part as it is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SchedulePatch {
-    pub name: Option<String>,
-    pub cron: Option<String>,
-    pub timezone: Option<String>,
-    pub task: Option<TaskTemplate>,
-    pub overlap: Option<Overlap>,
-    pub misfire: Option<Misfire>,
-}
-
-impl SchedulePatch {
-    pub fn is_empty(&self) -> bool {
-        *self == SchedulePatch::default()
-    }
-}
-
-/// A schedule as Postgres records it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScheduleRecord {
-    pub id: Uuid,
-    pub name: String,
-    pub cron: String,
-    pub timezone: String,
-    pub task: TaskTemplate,
-    pub paused: bool,
-    pub overlap: Overlap,
-    pub misfire: Misfire,
-    /// Every occurrence up to here has been planned (or skipped by the misfire policy).
-    pub planned_until: DateTime<Utc>,
-    pub last_fire_at: Option<DateTime<Utc>>,
-    pub next_fire_at: Option<DateTime<Utc>>,
-    pub created_by: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl ScheduleRecord {
-    pub fn spec(&self) -> ScheduleSpec {
-        ScheduleSpec {
-            name: self.name.clone(),
-            cron: self.cron.clone(),
-            timezone: self.timezone.clone(),
-            task: self.task.clone(),
-            paused: self.paused,
-            overlap: self.overlap,
-            misfire: self.misfire,
-        }
-    }
-
-    /// The next `n` fire instants strictly after `after`.
-    pub fn next_fires(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        match (CronExpr::parse(&self.cron), parse_timezone(&self.timezone)) {
-            (Ok(e), Ok(tz)) => e.next_n(tz, after, n),
-            _ => Vec::new(),
-        }
-    }
-}
-
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// Bind `$1` (the id) and `$2`–`$11`, the definition columns INSERT and UPDATE share:
-/// name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms.
-fn bind_definition<'q>(q: PgQuery<'q>, id: Uuid, spec: &'q ScheduleSpec, expr: &CronExpr, tz: Tz) -> PgQuery<'q> {
-    let t = &spec.task;
-    q.bind(id)
-        .bind(&spec.name)
-        .bind(expr.source().to_owned())
-        .bind(tz.name())
-        .bind(&t.name)
-        .bind(&t.queue)
-        .bind(&t.payload)
-        .bind(t.priority.get() as i16)
-        .bind(t.max_attempts as i32)
-        .bind(serde_json::to_value(t.backoff).unwrap_or_default())
-        .bind(t.timeout_ms as i64)
-}
-
-const SCHEDULE_COLUMNS: &str = "id, name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms, \
-     enabled, overlap, misfire, planned_until, last_fire_at, next_fire_at, created_by, created_at, updated_at";
-
-fn schedule_from_row(r: &sqlx::postgres::PgRow) -> ScheduleRecord {
-    let backoff: serde_json::Value = r.get("backoff");
-    let priority: i16 = r.get("priority");
-    ScheduleRecord {
-        id: r.get("id"),
-        name: r.get("name"),
-        cron: r.get("cron"),
-        timezone: r.get("timezone"),
-        task: TaskTemplate {
-            name: r.get("task_name"),
-            queue: r.get("queue"),
-            payload: r.get("payload"),
-            priority: Priority::new(priority.into()).unwrap_or_default(),
-            max_attempts: r.get::<i32, _>("max_attempts") as u32,
-            backoff: serde_json::from_value(backoff).unwrap_or_default(),
-            timeout_ms: r.get::<i64, _>("timeout_ms") as u64,
-        },
-        paused: !r.get::<bool, _>("enabled"),
-        overlap: r.get::<&str, _>("overlap").parse().unwrap_or_default(),
-        misfire: r.get::<&str, _>("misfire").parse().unwrap_or_default(),
-        planned_until: r.get("planned_until"),
-        last_fire_at: r.get("last_fire_at"),
-        next_fire_at: r.get("next_fire_at"),
-        created_by: r.get("created_by"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
-}
-
-/// What one tick did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TickReport {
-    /// Schedules planned (a schedule caught up over several passes counts once per pass).
-    pub schedules: usize,
-    /// Occurrences enqueued as tasks.
-    pub planned: usize,
-    /// Missed occurrences (their instant passed while no tick ran) left out by the misfire policy.
-    pub misfires_skipped: u64,
-    /// Schedules that could not be planned (their error is logged); retried next tick.
-    pub failed: usize,
-}
-
-/// Why a schedule change could not be made.
-#[derive(Debug)]
-pub enum ChangeError {
-    NotFound,
-    /// Another schedule has this name.
-    NameTaken(String),
-    Other(Error),
-}
-
-impl From<Error> for ChangeError {
-    fn from(e: Error) -> Self {
-        ChangeError::Other(e)
-    }
-}
-
-impl From<sqlx::Error> for ChangeError {
-    fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(d) = &e
-            && d.constraint() == Some("schedules_name_key")
-        {
-            return ChangeError::NameTaken(d.message().to_owned());
-        }
-        ChangeError::Other(e.into())
-    }
-}
 
 /// Schedules over a [`Chronos`] (its store and engine).
 #[derive(Clone)]
@@ -594,8 +300,8 @@ impl Scheduler {
         Ok(report)
     }
 
-    /// Plan the occurrences of `s` in `(planned_until, until]` (at most [`PASS_LIMIT`]),
-    /// apply the misfire policy to those at or before `now`, and advance `planned_until`.
+    /// Plan the occurrences of `s` in `(planned_until, until]` ([`planner::plan`]), record them
+    /// and advance `planned_until`.
     async fn plan(
         &self,
         tx: &mut sqlx::PgConnection,
@@ -606,49 +312,9 @@ impl Scheduler {
     ) -> Result<()> {
         let expr = CronExpr::parse(&s.cron)?;
         let tz = parse_timezone(&s.timezone)?;
-        let mut fires = Vec::new();
-        let mut planned_to = s.planned_until;
-        if s.planned_until < now {
-            // Missed while no tick ran.
-            let mut missed = expr.occurrences(tz, s.planned_until, now, PASS_LIMIT);
-            let complete = missed.len() < PASS_LIMIT;
-            match s.misfire {
-                Misfire::RunAll => {
-                    if let Some(&last) = missed.last() {
-                        planned_to = last;
-                    }
-                    fires.append(&mut missed);
-                }
-                Misfire::RunOnce | Misfire::Skip => {
-                    let mut skipped = missed.len() as u64;
-                    let mut last = missed.last().copied();
-                    // Only the latest matters: walk to it without keeping the rest.
-                    while !missed.is_empty() && missed.len() == PASS_LIMIT {
-                        missed = expr.occurrences(tz, missed[PASS_LIMIT - 1], now, PASS_LIMIT);
-                        skipped += missed.len() as u64;
-                        last = missed.last().copied().or(last);
-                    }
-                    if s.misfire == Misfire::RunOnce
-                        && let Some(l) = last
-                    {
-                        fires.push(l);
-                        skipped -= 1;
-                    }
-                    report.misfires_skipped += skipped;
-                    planned_to = now;
-                }
-            }
-            if s.misfire == Misfire::RunAll && !complete {
-                // More missed occurrences than one pass takes: the next pass continues.
-                return self.record(tx, s, &expr, tz, fires, planned_to, now, report).await;
-            }
-            planned_to = planned_to.max(now);
-        }
-        let room = PASS_LIMIT.saturating_sub(fires.len()).max(1);
-        let ahead = expr.occurrences(tz, planned_to, until, room);
-        planned_to = if ahead.len() == room { *ahead.last().unwrap_or(&until) } else { until };
-        fires.extend(ahead);
-        self.record(tx, s, &expr, tz, fires, planned_to, now, report).await
+        let p = planner::plan(&expr, tz, s.planned_until, s.misfire, now, until);
+        report.misfires_skipped += p.misfires_skipped;
+        self.record(tx, s, &expr, tz, p.fires, p.planned_to, now, report).await
     }
 
     /// Insert and enqueue the occurrences at `fires`, then move `planned_until` (see the module
