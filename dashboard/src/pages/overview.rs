@@ -1,0 +1,135 @@
+//! `GET /`: every queue's counts (live), attempts per minute over the last hour, pause and
+//! resume. `POST /queues/{queue}/pause`, `/resume`.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use chronos_core::access::Permission;
+use chronos_core::client::QueueSummary;
+use chronos_core::history;
+use maud::{Markup, html};
+
+use super::{ActionForm, after_action};
+use crate::DashState;
+use crate::error::PageError;
+use crate::session::{Flash, Session};
+use crate::ui::{self, Nav, num};
+
+const CHART_MINUTES: u32 = 60;
+
+fn cell(q: &str, k: &str, v: impl Into<i128>, href: Option<String>) -> Markup {
+    let v = v.into();
+    html! {
+        td.num.zero[v == 0] data-q=(q) data-k=(k) {
+            @if let Some(h) = href { a href=(h) { (num(v)) } } @else { (num(v)) }
+        }
+    }
+}
+
+fn queue_rows(s: &Session, qs: &[QueueSummary]) -> Markup {
+    let manage = s.may(Permission::QueuesManage);
+    html! {
+        table.grid #queues data-region="queues" {
+            thead {
+                tr {
+                    th { "Queue" }
+                    th.num { "Waiting" } th.num { "Scheduled" } th.num { "Running" } th.num { "Retrying" }
+                    th.num { "Completed" } th.num { "Dead" } th.num { "Cancelled" } th.num { "Oldest waiting" }
+                    th { "State" }
+                    @if manage { th.actions { "" } }
+                }
+            }
+            tbody {
+                @if qs.is_empty() {
+                    tr { td.empty colspan="11" { "No queues yet. A queue appears when its first task is enqueued." } }
+                }
+                @for q in qs {
+                    @let tasks = |status: &str| Some(format!("/tasks?queue={}&status={status}", ui::url_encode(&q.name)));
+                    tr data-queue=(q.name) data-paused=(q.paused) {
+                        td.name { a href=(format!("/tasks?queue={}", ui::url_encode(&q.name))) { (q.name) } }
+                        (cell(&q.name, "waiting", q.waiting, tasks("queued")))
+                        (cell(&q.name, "scheduled", q.scheduled, tasks("scheduled")))
+                        (cell(&q.name, "running", q.running, tasks("running")))
+                        (cell(&q.name, "retrying", q.retrying, tasks("retrying")))
+                        (cell(&q.name, "completed", q.completed, tasks("completed")))
+                        td.num.zero[q.dead == 0].alert[q.dead > 0] data-q=(q.name) data-k="dead" {
+                            a href=(format!("/dlq?queue={}", ui::url_encode(&q.name))) { (num(q.dead)) }
+                        }
+                        (cell(&q.name, "cancelled", q.cancelled, tasks("cancelled")))
+                        td.num data-q=(q.name) data-k="oldest" {
+                            (q.oldest_waiting_age_s.map(|s| ui::duration_ms((s * 1000.0) as i64)).unwrap_or_else(|| "—".into()))
+                        }
+                        td { @if q.paused { span.badge.s-paused { "paused" } } @else { span.badge.s-active { "active" } } }
+                        @if manage {
+                            td.actions {
+                                @let (verb, label) = if q.paused { ("resume", "Resume") } else { ("pause", "Pause") };
+                                form.inline method="post" action=(format!("/queues/{}/{verb}", ui::seg(&q.name))) {
+                                    input type="hidden" name="csrf" value=(s.csrf);
+                                    button.btn.small.ghost[!q.paused] type="submit" { (label) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stat(label: &str, key: &str, v: i64, tone: &str) -> Markup {
+    html! {
+        div.stat class=(tone) {
+            span.label { (label) }
+            span.value data-total=(key) { (num(v)) }
+        }
+    }
+}
+
+pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> Result<Response, PageError> {
+    if !s.may(Permission::QueuesRead) {
+        // A producer reads its own tasks and nothing else.
+        return Ok(Redirect::to("/tasks").into_response());
+    }
+    let (qs, minutes) = tokio::join!(state.chronos.queues(), history::throughput(&state.chronos.store, CHART_MINUTES));
+    let (qs, minutes) = (qs?, minutes?);
+    let total = |f: fn(&QueueSummary) -> i64| qs.iter().map(f).sum::<i64>();
+    let body = html! {
+        div.pagehead {
+            h1 { "Overview" }
+            span.sub { (qs.len()) " queues · live" }
+        }
+        section.stats {
+            (stat("Waiting", "waiting", total(|q| q.waiting as i64), ""))
+            (stat("Scheduled", "scheduled", total(|q| q.scheduled as i64), ""))
+            (stat("Running", "running", total(|q| q.running as i64), "info"))
+            (stat("Retrying", "retrying", total(|q| q.retrying as i64), "warn"))
+            (stat("Completed", "completed", total(|q| q.completed), "good"))
+            (stat("Dead", "dead", total(|q| q.dead), "bad"))
+            (stat("Cancelled", "cancelled", total(|q| q.cancelled), ""))
+        }
+        section.card {
+            div.cardhead { h2 { "Throughput" } span.muted { "attempts finished per minute" } }
+            div #chart data-region="chart" data-refresh-on="counts" data-refresh-ms="10000" { (ui::throughput_chart(&minutes)) }
+        }
+        section.card.flush {
+            div.cardhead { h2 { "Queues" } span.muted { "waiting, scheduled, running and retrying from Redis; finished counts from the audit record" } }
+            div data-region="queues-wrap" #queues-wrap { (queue_rows(&s, &qs)) }
+        }
+    };
+    Ok(ui::page(&s, Nav::Overview, "Overview", &flash, body))
+}
+
+async fn set_paused(state: &DashState, s: &Session, queue: &str, f: &ActionForm, paused: bool) -> Result<String, PageError> {
+    s.check_csrf(&f.csrf)?;
+    s.require(Permission::QueuesManage)?;
+    let q = state.chronos.set_queue_paused(&s.caller, queue, paused).await?;
+    Ok(if paused { format!("Queue {} paused: workers stop claiming from it.", q.name) } else { format!("Queue {} resumed.", q.name) })
+}
+
+pub async fn pause(State(state): State<DashState>, s: Session, Path(queue): Path<String>, Form(f): Form<ActionForm>) -> Response {
+    after_action(set_paused(&state, &s, &queue, &f, true).await, f.back.as_deref(), "/")
+}
+
+pub async fn resume(State(state): State<DashState>, s: Session, Path(queue): Path<String>, Form(f): Form<ActionForm>) -> Response {
+    after_action(set_paused(&state, &s, &queue, &f, false).await, f.back.as_deref(), "/")
+}
