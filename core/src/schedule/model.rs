@@ -56,10 +56,9 @@ pub struct TaskTemplate {
     pub timeout_ms: u64,
 }
 
-impl TaskTemplate {
-    /// A template with the same defaults as a task submitted without options.
-    pub fn new(name: impl Into<String>, payload: serde_json::Value) -> Self {
-        let t = NewTask::new(name, payload);
+/// What a task runs, without when it runs.
+impl From<NewTask> for TaskTemplate {
+    fn from(t: NewTask) -> Self {
         TaskTemplate {
             name: t.name,
             queue: t.queue,
@@ -69,6 +68,13 @@ impl TaskTemplate {
             backoff: t.backoff,
             timeout_ms: t.timeout.as_millis() as u64,
         }
+    }
+}
+
+impl TaskTemplate {
+    /// A template with the same defaults as a task submitted without options.
+    pub fn new(name: impl Into<String>, payload: serde_json::Value) -> Self {
+        TaskTemplate::from(NewTask::new(name, payload))
     }
 
     pub fn task(&self) -> NewTask {

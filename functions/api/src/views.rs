@@ -13,47 +13,84 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// A task to create. Unknown fields are refused.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTask {
-    /// The handler kind, e.g. `http`, `email`. 1–128 of A–Z a–z 0–9 _ - . : /
-    #[schema(example = "http", pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
-    pub name: String,
-    /// Default `default`. 1–64 of A–Z a–z 0–9 _ - .
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub queue: Option<String>,
-    /// Any JSON; default `{}`. Size-limited (default 256 KiB).
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-    /// 0–100 (higher first) or `critical` (100), `high` (75), `normal` (50), `low` (25).
-    #[serde(default)]
-    #[schema(value_type = Option<PrioritySchema>)]
-    pub priority: Option<Priority>,
-    /// First run at this RFC 3339 instant (years 0000–9999 in UTC). Not together with `delay_ms`.
-    #[serde(default)]
-    #[schema(example = "2026-11-27T09:00:00Z", format = DateTime)]
-    pub run_at: Option<String>,
-    /// First run after this many milliseconds. Not together with `run_at`.
-    #[serde(default)]
-    #[schema(maximum = 315_360_000_000u64)]
-    pub delay_ms: Option<u64>,
-    /// 1–1000, default 5.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
-    pub max_attempts: Option<u32>,
-    #[serde(default, deserialize_with = "crate::json::opt_object")]
-    #[schema(value_type = Option<BackoffSchema>)]
-    pub backoff: Option<Backoff>,
-    /// Per-attempt timeout, 1–86400000 ms, default 30000.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 86_400_000)]
-    pub timeout_ms: Option<u64>,
-    /// A repeated key returns the existing task (200) instead of creating another. 1–256 bytes.
-    #[serde(default)]
-    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$")]
-    pub idempotency_key: Option<String>,
+/// The fields of `POST /v1/tasks` that say what runs, with their meanings, defaults and limits,
+/// declared once: [`CreateTask`] adds when it runs and the idempotency key, [`TaskTemplateBody`]
+/// (what each occurrence of a schedule runs) is exactly these.
+macro_rules! what_runs {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            /// The handler kind, e.g. `http`, `email`. 1–128 of A–Z a–z 0–9 _ - . : /
+            #[schema(example = "http", pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
+            pub name: String,
+            /// Default `default`. 1–64 of A–Z a–z 0–9 _ - .
+            #[serde(default)]
+            #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+            pub queue: Option<String>,
+            /// Any JSON; default `{}`. Size-limited (default 256 KiB).
+            #[serde(default)]
+            pub payload: Option<serde_json::Value>,
+            /// 0–100 (higher first) or `critical` (100), `high` (75), `normal` (50), `low` (25).
+            #[serde(default)]
+            #[schema(value_type = Option<PrioritySchema>)]
+            pub priority: Option<Priority>,
+            /// 1–1000, default 5.
+            #[serde(default)]
+            #[schema(minimum = 1, maximum = 1000)]
+            pub max_attempts: Option<u32>,
+            #[serde(default, deserialize_with = "crate::json::opt_object")]
+            #[schema(value_type = Option<BackoffSchema>)]
+            pub backoff: Option<Backoff>,
+            /// Per-attempt timeout, 1–86400000 ms, default 30000.
+            #[serde(default)]
+            #[schema(minimum = 1, maximum = 86_400_000)]
+            pub timeout_ms: Option<u64>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// What runs, as a task with the defaults of one submitted without options.
+            fn take_what_runs(&mut self) -> NewTask {
+                let mut t = NewTask::new(std::mem::take(&mut self.name), self.payload.take().unwrap_or_else(|| serde_json::json!({})));
+                if let Some(q) = self.queue.take() {
+                    t = t.queue(q);
+                }
+                if let Some(p) = self.priority {
+                    t = t.priority(p);
+                }
+                if let Some(n) = self.max_attempts {
+                    t = t.max_attempts(n);
+                }
+                if let Some(b) = self.backoff {
+                    t = t.backoff(b);
+                }
+                if let Some(ms) = self.timeout_ms {
+                    t = t.timeout(Duration::from_millis(ms));
+                }
+                t
+            }
+        }
+    };
+}
+
+what_runs! {
+    /// A task to create. Unknown fields are refused.
+    #[derive(Debug, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateTask {
+        /// First run at this RFC 3339 instant (years 0000–9999 in UTC). Not together with `delay_ms`.
+        #[serde(default)]
+        #[schema(example = "2026-11-27T09:00:00Z", format = DateTime)]
+        pub run_at: Option<String>,
+        /// First run after this many milliseconds. Not together with `run_at`.
+        #[serde(default)]
+        #[schema(maximum = 315_360_000_000u64)]
+        pub delay_ms: Option<u64>,
+        /// A repeated key returns the existing task (200) instead of creating another. 1–256 bytes.
+        #[serde(default)]
+        #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$")]
+        pub idempotency_key: Option<String>,
+    }
 }
 
 /// Priority: a number 0–100 (higher first) or one of `critical`, `high`, `normal`, `low`.
@@ -98,15 +135,9 @@ pub struct BackoffSchema {
 
 impl CreateTask {
     /// Turn the request into a task, naming the field at fault (`prefix` for batch items).
-    pub fn into_task(self, prefix: &str, created_by: &str) -> Result<NewTask, ApiError> {
+    pub fn into_task(mut self, prefix: &str, created_by: &str) -> Result<NewTask, ApiError> {
         let f = |name: &str| format!("{prefix}{name}");
-        let mut t = NewTask::new(self.name, self.payload.unwrap_or_else(|| serde_json::json!({})));
-        if let Some(q) = self.queue {
-            t = t.queue(q);
-        }
-        if let Some(p) = self.priority {
-            t = t.priority(p);
-        }
+        let mut t = self.take_what_runs();
         match (self.run_at, self.delay_ms) {
             (Some(_), Some(_)) => return Err(ApiError::validation(f("run_at"), "give either run_at or delay_ms, not both")),
             (Some(at), None) => {
@@ -122,15 +153,6 @@ impl CreateTask {
             }
             (None, Some(ms)) => t = t.delay(Duration::from_millis(ms)),
             (None, None) => {}
-        }
-        if let Some(n) = self.max_attempts {
-            t = t.max_attempts(n);
-        }
-        if let Some(b) = self.backoff {
-            t = t.backoff(b);
-        }
-        if let Some(ms) = self.timeout_ms {
-            t = t.timeout(Duration::from_millis(ms));
         }
         if let Some(k) = self.idempotency_key {
             t = t.idempotency_key(k);
@@ -375,59 +397,20 @@ pub struct KeyList {
     pub keys: Vec<KeyView>,
 }
 
-/// What each occurrence of a schedule runs: the fields of `POST /v1/tasks` that say what runs,
-/// with the same meanings, defaults and limits (when it runs is the schedule's business).
-/// Unknown fields are refused.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskTemplateBody {
-    /// The handler kind, e.g. `http`, `email`. 1–128 of A–Z a–z 0–9 _ - . : /
-    #[schema(example = "http", pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
-    pub name: String,
-    /// Default `default`. 1–64 of A–Z a–z 0–9 _ - .
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub queue: Option<String>,
-    /// Any JSON; default `{}`. Size-limited (default 256 KiB).
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-    /// 0–100 (higher first) or `critical` (100), `high` (75), `normal` (50), `low` (25).
-    #[serde(default)]
-    #[schema(value_type = Option<PrioritySchema>)]
-    pub priority: Option<Priority>,
-    /// 1–1000, default 5.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
-    pub max_attempts: Option<u32>,
-    #[serde(default, deserialize_with = "crate::json::opt_object")]
-    #[schema(value_type = Option<BackoffSchema>)]
-    pub backoff: Option<Backoff>,
-    /// Per-attempt timeout, 1–86400000 ms, default 30000.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 86_400_000)]
-    pub timeout_ms: Option<u64>,
+what_runs! {
+    /// What each occurrence of a schedule runs: the fields of `POST /v1/tasks` that say what runs,
+    /// with the same meanings, defaults and limits (when it runs is the schedule's business).
+    /// Unknown fields are refused.
+    #[derive(Debug, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct TaskTemplateBody {}
 }
 
 impl TaskTemplateBody {
     /// The template with the defaults of a task submitted without options, validated as such a
     /// task would be; an error names the field under `task.`.
-    pub fn into_template(self, max_payload: usize) -> Result<TaskTemplate, ApiError> {
-        let mut t = TaskTemplate::new(self.name, self.payload.unwrap_or_else(|| serde_json::json!({})));
-        if let Some(q) = self.queue {
-            t.queue = q;
-        }
-        if let Some(p) = self.priority {
-            t.priority = p;
-        }
-        if let Some(n) = self.max_attempts {
-            t.max_attempts = n;
-        }
-        if let Some(b) = self.backoff {
-            t.backoff = b;
-        }
-        if let Some(ms) = self.timeout_ms {
-            t.timeout_ms = ms;
-        }
+    pub fn into_template(mut self, max_payload: usize) -> Result<TaskTemplate, ApiError> {
+        let t = TaskTemplate::from(self.take_what_runs());
         t.validate(max_payload).map_err(|e| match e {
             chronos_core::Error::Invalid { field, message } => ApiError::validation(format!("task.{field}"), message),
             other => other.into(),
