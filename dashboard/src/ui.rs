@@ -121,7 +121,7 @@ pub fn error_page(code: u16, title: &str, message: &str) -> Markup {
 }
 
 pub fn badge(status: &str) -> Markup {
-    html! { span.badge class=(format!("s-{status}")) data-status="" { (status) } }
+    html! { span class=(format!("badge s-{status}")) data-status="" { (status) } }
 }
 
 /// An instant: absolute in UTC (the title), relative in the text once the script runs.

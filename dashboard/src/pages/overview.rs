@@ -78,7 +78,7 @@ fn queue_rows(s: &Session, qs: &[QueueSummary]) -> Markup {
 
 fn stat(label: &str, key: &str, v: i64, tone: &str) -> Markup {
     html! {
-        div.stat class=(tone) {
+        div class=(format!("stat {tone}")) {
             span.label { (label) }
             span.value data-total=(key) { (num(v)) }
         }

@@ -216,7 +216,7 @@ fn action_button(s: &Session, t: &TaskRecord, action: &str, label: &str, tone: &
     html! {
         form.inline method="post" action=(format!("/tasks/{}/{action}", t.id)) data-confirm=[confirm] {
             input type="hidden" name="csrf" value=(s.csrf);
-            button.btn class=(tone) type="submit" disabled[reason.is_some()] title=[reason.as_deref()] data-action=(action) { (label) }
+            button class=(format!("btn {tone}")) type="submit" disabled[reason.is_some()] title=[reason.as_deref()] data-action=(action) { (label) }
         }
     }
 }
@@ -234,10 +234,10 @@ fn attempt_item(a: &AttemptRecord, longest: i64) -> Markup {
     // Bar length on a log scale, so a 20 ms attempt is visible beside a 20 s one.
     let pct = if longest > 0 { (((dur.max(1) as f64).ln_1p() / (longest.max(1) as f64).ln_1p()) * 100.0).clamp(2.0, 100.0) } else { 2.0 };
     html! {
-        li.attempt class=(format!("o-{tone}")) {
+        li class=(format!("attempt o-{tone}")) {
             div.attempthead {
                 span.num { "#" (a.attempt) }
-                span.badge class=(format!("s-{tone}")) { (outcome) }
+                span class=(format!("badge s-{tone}")) { (outcome) }
                 span.muted { "worker " } span.mono { (a.worker.as_deref().unwrap_or("—")) }
                 span.muted { "started " } (opt_time(a.started_at))
                 span.dur { @if a.duration_ms.is_some() { (ui::duration_ms(dur)) } @else { "—" } }
