@@ -40,6 +40,10 @@ pub struct Backlog {
     pub later: u64,
     /// A paused queue is not claimed from: its backlog needs no workers.
     pub paused: bool,
+    /// Transitions in the audit outbox, not yet written to Postgres.
+    pub outbox: u64,
+    /// Dead tasks kept in Redis.
+    pub dead: u64,
     /// Age of the task that has waited longest since it was due, `None` when nothing waits.
     pub oldest_waiting_ms: Option<u64>,
 }
@@ -59,12 +63,12 @@ pub async fn read(engine: &Engine, queue: &str) -> Result<Backlog> {
     // set (FIFO within a band, so each head is its band's oldest; across bands a low-priority
     // task may have waited longest).
     let mut pipe = redis::pipe();
-    pipe.cmd("TIME").zcard(&k.ready).zcard(&k.active).exists(&k.paused).zcard(&k.delayed).zcard(&k.retry);
+    pipe.cmd("TIME").zcard(&k.ready).zcard(&k.active).exists(&k.paused).zcard(&k.delayed).zcard(&k.retry).xlen(&k.outbox).zcard(&k.dead);
     for b in 0..BANDS {
         pipe.cmd("ZRANGEBYSCORE").arg(&k.ready).arg(b * BAND).arg(format!("({}", (b + 1) * BAND)).arg("LIMIT").arg(0).arg(1);
     }
     let mut r: Vec<Value> = pipe.query_async(&mut conn).await?;
-    let heads: Vec<String> = r.drain(6..).filter_map(|v| redis::from_redis_value::<Vec<String>>(v).ok()?.into_iter().next()).collect();
+    let heads: Vec<String> = r.drain(8..).filter_map(|v| redis::from_redis_value::<Vec<String>>(v).ok()?.into_iter().next()).collect();
     let mut it = r.into_iter();
     let now_ms = match it.next() {
         Some(v) => {
@@ -75,6 +79,7 @@ pub async fn read(engine: &Engine, queue: &str) -> Result<Backlog> {
     };
     let mut next_u64 = || -> Result<u64> { parse(it.next().unwrap_or(Value::Int(0))) };
     let (ready, running, paused, delayed, retrying) = (next_u64()?, next_u64()?, next_u64()? == 1, next_u64()?, next_u64()?);
+    let (outbox, dead) = (next_u64()?, next_u64()?);
 
     // Round trip 2: what is due, the earliest due time of each timed set, and when each band
     // head became ready (`ra`, set when it was enqueued, came due or was retried).
@@ -105,6 +110,8 @@ pub async fn read(engine: &Engine, queue: &str) -> Result<Backlog> {
         running,
         later: (delayed + retrying).saturating_sub(due_delayed + due_retrying),
         paused,
+        outbox,
+        dead,
         oldest_waiting_ms: oldest_since.map(|since| now_ms.saturating_sub(since).max(0) as u64),
     })
 }

@@ -132,14 +132,17 @@ impl Scaler {
         let described = self.ecs.describe_services().cluster(cluster).services(service).send().await;
         let current = described.as_ref().ok().and_then(|d| d.services().first()).map(|s| s.desired_count().max(0) as u32);
         let workers = f64::from(current.unwrap_or(0).max(1));
-        let (mut depth, mut oldest) = (0u64, 0f64);
+        let mut t = emf::Totals::default();
         for b in &readings {
             let age = b.oldest_waiting_ms.unwrap_or(0) as f64 / 1000.0;
             (self.metrics)(&emf::line(now_ms, service, Some(&b.queue), b.waiting(), b.waiting() as f64 / workers, age));
-            depth += b.waiting();
-            oldest = oldest.max(age);
+            t.depth += b.waiting();
+            t.oldest_s = t.oldest_s.max(age);
+            t.outbox += b.outbox;
+            t.dead += b.dead;
         }
-        (self.metrics)(&emf::line(now_ms, service, None, depth, depth as f64 / workers, oldest));
+        t.per_worker = t.depth as f64 / workers;
+        (self.metrics)(&emf::service_line(now_ms, service, &t));
 
         let described = described.map_err(ecs_err("DescribeServices"))?;
         let Some(svc) = described.services().first() else {
