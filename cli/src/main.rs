@@ -34,7 +34,11 @@ enum Cmd {
     Worker,
     /// Serve the REST API (the same router the Lambda function runs).
     Api,
-    /// Everything in one process for local development (migrates first): API, worker and tick.
+    /// Serve the operator's dashboard (live queues, task search, retry / cancel / redrive) on
+    /// CHRONOS_DASHBOARD_ADDR.
+    Dashboard,
+    /// Everything in one process for local development (migrates first): API, dashboard,
+    /// worker and tick.
     Dev,
     /// Plan schedules ahead, reconcile and reap, every `--every-s` seconds (the tick Lambda's
     /// work, as a local loop).
@@ -171,6 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Worker => run_worker(&core, false, shutdown_signal()).await,
         Cmd::Api => run_api(&core, shutdown_signal()).await,
+        Cmd::Dashboard => run_dashboard(&core, shutdown_signal()).await,
         Cmd::Dev => {
             Store::connect(core.database_url.expose()).await?.migrate().await.context("migrating DATABASE_URL")?;
             // One signal stops both: the API stops accepting, the worker drains.
@@ -182,11 +187,16 @@ async fn run(cli: Cli) -> Result<()> {
                 sig.await;
                 let _ = tx.send(true);
             });
+            let dashboard_stop = wait_true(rx.clone());
             let tick_stop = wait_true(rx);
-            let (a, w, t) =
-                tokio::join!(run_api(&core, api_stop), run_worker(&core, true, worker_stop), run_tick(&core, None, 15, tick_stop));
+            let (a, d, w, t) = tokio::join!(
+                run_api(&core, api_stop),
+                run_dashboard(&core, dashboard_stop),
+                run_worker(&core, true, worker_stop),
+                run_tick(&core, None, 15, tick_stop)
+            );
             signal.abort();
-            a.and(w).and(t)
+            a.and(d).and(w).and(t)
         }
         Cmd::Tick { once, every_s, at } => {
             let at = at.map(|a| rfc3339("--at", &a)).transpose()?;
@@ -372,6 +382,31 @@ async fn run_api(core: &CoreConfig, shutdown: impl std::future::Future<Output = 
     Ok(())
 }
 
+async fn run_dashboard(core: &CoreConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let cfg = chronos_dashboard::config::DashboardConfig::from_env()?;
+    let dlq = match Dlq::connect(&core.dlq_queue).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "SQS unreachable; redrive will not remove dead-letter messages");
+            None
+        }
+    };
+    let chronos = client(core).await?.with_dlq(dlq);
+    let scheduler = Scheduler::new(chronos.clone(), core.schedule_horizon);
+    // Stops the outbox reader and ends open event streams, so the graceful shutdown completes.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = chronos_dashboard::DashState::start(chronos, scheduler, cfg.clone(), stop_rx);
+    let listener =
+        tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("CHRONOS_DASHBOARD_ADDR: cannot listen on {}", cfg.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
+    chronos_dashboard::serve(listener, state, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await?;
+    Ok(())
+}
+
 async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let cfg = WorkerConfig::from_env()?;
     let store = Store::connect(core.database_url.expose()).await?;
@@ -398,29 +433,8 @@ async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Fu
     if let Some(d) = dlq {
         worker = worker.with_dlq(d);
     }
-    if let Some(service) = chronos_core::config::var("CHRONOS_METRICS_SERVICE") {
-        tokio::spawn(emit_worker_metrics(worker.stats(), service));
-    }
     worker.run(shutdown).await?;
     Ok(())
-}
-
-/// With `CHRONOS_METRICS_SERVICE` (the ECS task definition sets it): once a minute, the attempts
-/// completed and failed since the last line, as a CloudWatch embedded-metric-format line on
-/// stdout; the awslogs driver ships it and CloudWatch turns it into the metrics the worker
-/// error-rate alarm reads.
-async fn emit_worker_metrics(stats: std::sync::Arc<chronos_workers::WorkerStats>, service: String) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut last = (0, 0);
-    let mut timer = tokio::time::interval(Duration::from_secs(60));
-    timer.tick().await;
-    loop {
-        timer.tick().await;
-        let now = (stats.completed.load(Relaxed), stats.failed.load(Relaxed));
-        let at = chrono::Utc::now().timestamp_millis();
-        println!("{}", chronos_scaler::emf::worker_line(at, &service, now.0 - last.0, now.1 - last.1));
-        last = now;
-    }
 }
 
 /// Resolves on SIGTERM (ECS stopping the task) or SIGINT (Ctrl-C). The handlers are installed
