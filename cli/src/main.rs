@@ -433,8 +433,29 @@ async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Fu
     if let Some(d) = dlq {
         worker = worker.with_dlq(d);
     }
+    if let Some(service) = chronos_core::config::var("CHRONOS_METRICS_SERVICE") {
+        tokio::spawn(emit_worker_metrics(worker.stats(), service));
+    }
     worker.run(shutdown).await?;
     Ok(())
+}
+
+/// With `CHRONOS_METRICS_SERVICE` (the ECS task definition sets it): once a minute, the attempts
+/// completed and failed since the last line, as a CloudWatch embedded-metric-format line on
+/// stdout; the awslogs driver ships it and CloudWatch turns it into the metrics the worker
+/// error-rate alarm reads.
+async fn emit_worker_metrics(stats: std::sync::Arc<chronos_workers::WorkerStats>, service: String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last = (0, 0);
+    let mut timer = tokio::time::interval(Duration::from_secs(60));
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        let now = (stats.completed.load(Relaxed), stats.failed.load(Relaxed));
+        let at = chrono::Utc::now().timestamp_millis();
+        println!("{}", chronos_scaler::emf::worker_line(at, &service, now.0 - last.0, now.1 - last.1));
+        last = now;
+    }
 }
 
 /// Resolves on SIGTERM (ECS stopping the task) or SIGINT (Ctrl-C). The handlers are installed
