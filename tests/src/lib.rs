@@ -8,6 +8,11 @@
 //! - [`start_worker`] — an in-process worker with a shutdown handle.
 //! - [`wait_until`] — wait on a condition (tests wait on state, not on sleeps).
 //! - [`PrivatePostgres`] — a throwaway Postgres server on its own port, for outage tests.
+//! - [`aws`] — a moto server of the test's own, the stack deployed to it, the venv's tools.
+//! - [`lambda`] — a Lambda Runtime API the test serves, to run the real Lambda binaries.
+
+pub mod aws;
+pub mod lambda;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
