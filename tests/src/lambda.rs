@@ -53,6 +53,8 @@ pub struct LambdaProcess {
     child: tokio::process::Child,
     server: tokio::task::JoinHandle<()>,
     seq: u32,
+    /// What the process wrote to stderr (also echoed with CHRONOS_TEST_LOGS).
+    stderr: Arc<std::sync::Mutex<String>>,
 }
 
 impl LambdaProcess {
@@ -72,10 +74,7 @@ impl LambdaProcess {
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let path = crate::chronos_bin().with_file_name(bin);
         let mut cmd = tokio::process::Command::new(&path);
-        cmd.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null());
-        if std::env::var("CHRONOS_TEST_LOGS").is_err() {
-            cmd.stderr(Stdio::null());
-        }
+        cmd.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in env {
             cmd.env(k, v);
@@ -84,8 +83,31 @@ impl LambdaProcess {
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST");
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e} (cargo build --bins)", path.display()));
-        LambdaProcess { events: ev_tx, results: res_rx, child, server, seq: 0 }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e} (cargo build --bins)", path.display()));
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let (pipe, buf) = (child.stderr.take().unwrap(), stderr.clone());
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            let echo = std::env::var("CHRONOS_TEST_LOGS").is_ok();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if echo {
+                    eprintln!("{l}");
+                }
+                buf.lock().unwrap().push_str(&l);
+                buf.lock().unwrap().push('\n');
+            }
+        });
+        LambdaProcess { events: ev_tx, results: res_rx, child, server, seq: 0, stderr }
+    }
+
+    /// For a function that must fail at cold start: waits for the process to exit (within 30 s)
+    /// and returns what it wrote to stderr.
+    pub async fn start_error(&mut self) -> String {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("the function kept running").unwrap();
+        assert!(!status.success(), "the function exited successfully");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Invoke with `event`; the function's answer (`Ok`) or its error report (`Err`).
