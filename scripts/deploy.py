@@ -7,6 +7,9 @@
       Run `chronos migrate` once as a Fargate task of the worker task definition and wait for it.
   deploy.py overrides --config C [K=V ...]
       Print the samconfig.toml parameter overrides with K=V set (for `sam deploy --parameter-overrides`).
+  deploy.py dev-ecs --cluster C --service S [--show]
+      For scripts/dev: an ECS cluster and Fargate worker service on the emulator for `chronos scaler`
+      to size (created once, reused after); --show prints its desired and running counts.
 """
 
 import argparse
@@ -551,6 +554,29 @@ def overrides(args):
     print(" ".join(shlex.quote(f"{k}={v}") for k, v in current.items()))
 
 
+def dev_ecs(args):
+    ecs = client("ecs")
+    if args.show:
+        s = ecs.describe_services(cluster=args.cluster, services=[args.service])["services"][0]
+        print(f"{args.service}: desiredCount={s['desiredCount']} runningCount={s['runningCount']}")
+        return
+    ecs.create_cluster(clusterName=args.cluster)
+    live = [s for s in ecs.describe_services(cluster=args.cluster, services=[args.service]).get("services", []) if s["status"] == "ACTIVE"]
+    if live:
+        return
+    td = ecs.register_task_definition(
+        family=args.service, requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="1024", memory="2048",
+        containerDefinitions=[{"name": "worker", "image": "chronos", "command": ["worker"], "memory": 2048, "essential": True}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    net = default_network(client("ec2"))
+    sgs = client("ec2").describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [net["VpcId"]]}])["SecurityGroups"]
+    ecs.create_service(
+        cluster=args.cluster, serviceName=args.service, taskDefinition=td, desiredCount=1, launchType="FARGATE",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": net["PrivateSubnetIds"].split(",")[:1], "securityGroups": [sgs[0]["GroupId"]]}},
+    )
+    log(f"ECS service {args.service} in cluster {args.cluster} created on {os.environ.get('AWS_ENDPOINT_URL')}")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -566,8 +592,12 @@ def main():
     op = sub.add_parser("overrides")
     op.add_argument("--config", required=True)
     op.add_argument("set", nargs="*")
+    dp = sub.add_parser("dev-ecs")
+    dp.add_argument("--cluster", required=True)
+    dp.add_argument("--service", required=True)
+    dp.add_argument("--show", action="store_true")
     args = p.parse_args()
-    {"local": local, "migrate": migrate, "overrides": overrides}[args.cmd](args)
+    {"local": local, "migrate": migrate, "overrides": overrides, "dev-ecs": dev_ecs}[args.cmd](args)
 
 
 if __name__ == "__main__":
