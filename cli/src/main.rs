@@ -15,6 +15,7 @@ use chronos_core::cron::{CronExpr, parse_timezone};
 use chronos_core::dlq::Dlq;
 use chronos_core::model::{Backoff, BackoffKind, Jitter, NewTask, Priority};
 use chronos_core::schedule::Scheduler;
+use chronos_core::services::Services;
 use chronos_core::{Chronos, Engine, Store};
 use chronos_workers::{Worker, WorkerConfig, builtin_registry};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,6 +33,9 @@ enum Cmd {
     Migrate,
     /// Run a worker: claims and runs tasks, drains the audit outbox, forwards dead letters.
     Worker,
+    /// Run the background services alone: the audit writer (outbox → Postgres), the DLQ
+    /// forwarder and the Redis-loss rebuild, for workers started with CHRONOS_WORKER_AUDIT=0.
+    Services,
     /// Serve the REST API (the same router the Lambda function runs).
     Api,
     /// Serve the operator's dashboard (live queues, task search, retry / cancel / redrive) on
@@ -174,6 +178,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Worker => run_worker(&core, false, shutdown_signal()).await,
+        Cmd::Services => run_services(&core, shutdown_signal()).await,
         Cmd::Api => run_api(&core, shutdown_signal()).await,
         Cmd::Dashboard => run_dashboard(&core, shutdown_signal()).await,
         Cmd::Dev => {
@@ -429,15 +434,43 @@ async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Fu
     if dlq.is_none() && !dev {
         bail!("no dead-letter queue");
     }
-    let mut worker = Worker::new(engine, registry, cfg).with_audit(store);
-    if let Some(d) = dlq {
-        worker = worker.with_dlq(d);
-    }
+    let worker = if cfg.background_services {
+        let w = Worker::new(engine, registry, cfg).with_audit(store);
+        match dlq {
+            Some(d) => w.with_dlq(d),
+            None => w,
+        }
+    } else {
+        // `chronos services` runs the audit writer, the DLQ forwarder and the rebuild apart;
+        // this worker only reaps the leases of its queues (and settles Redis's state first).
+        Worker::new(engine, registry, cfg).settling_with(store)
+    };
     if let Some(service) = chronos_core::config::var("CHRONOS_METRICS_SERVICE") {
         tokio::spawn(emit_worker_metrics(worker.stats(), service));
     }
     worker.run(shutdown).await?;
     Ok(())
+}
+
+/// `chronos services`: the background services alone, for a deployment whose workers run with
+/// `CHRONOS_WORKER_AUDIT=0`.
+async fn run_services(core: &CoreConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let c = client(core).await?;
+    let who = format!("services-{}-{}", hostname(), std::process::id());
+    let mut services = Services::new(c.engine.clone()).audit_writer(c.store.clone(), who.clone()).rebuild(c.store.clone(), who);
+    match Dlq::connect(&core.dlq_queue).await {
+        Ok(d) => services = services.dlq_forwarder(d),
+        Err(e) => tracing::warn!(error = %e, "SQS dead-letter queue unreachable; dead letters stay pending in Redis"),
+    }
+    let running = services.start();
+    tracing::info!("background services started: audit writer, DLQ forwarder, Redis-loss rebuild");
+    shutdown.await;
+    running.stop().await;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into())
 }
 
 /// With `CHRONOS_METRICS_SERVICE` (the ECS task definition sets it): once a minute, the attempts

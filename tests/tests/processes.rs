@@ -123,3 +123,40 @@ async fn sigterm_hands_unfinished_tasks_straight_back_instead_of_waiting_for_lea
     w2.start_kill().unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_writer_can_run_in_its_own_process_apart_from_the_workers() {
+    let env = TestEnv::new().await;
+    const N: usize = 200;
+    let tasks: Vec<NewTask> = (0..N).map(|_| NewTask::new("noop", json!({}))).collect();
+    env.client.enqueue_batch(tasks).await.unwrap();
+    let mut worker = spawn_worker_process(&env, &[("CHRONOS_WORKER_AUDIT", "0"), ("CHRONOS_QUEUES", "default")]);
+    // The worker runs every task, but writes nothing to Postgres: the transitions wait in the
+    // outbox for an audit writer.
+    wait_until(Duration::from_secs(60), "every task ran", || async {
+        let c = env.engine.counts("default").await.unwrap();
+        c.waiting == 0 && c.running == 0 && c.outbox > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&env, "SELECT count(*) FROM tasks WHERE status = 'completed'").await, 0, "no audit writer ran in the worker");
+    // `chronos services` drains the outbox from its own process.
+    let mut cmd = tokio::process::Command::new(chronos_tests::chronos_bin());
+    cmd.arg("services").kill_on_drop(true).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    if std::env::var("CHRONOS_TEST_LOGS").is_err() {
+        cmd.stderr(std::process::Stdio::null());
+    }
+    for (k, v) in env.child_env() {
+        cmd.env(k, v);
+    }
+    let mut services = cmd.spawn().expect("spawn chronos services");
+    wait_until(Duration::from_secs(60), "every task completed in Postgres", || async {
+        count(&env, "SELECT count(*) FROM tasks WHERE status = 'completed'").await == N as i64
+    })
+    .await;
+    sigterm(&services);
+    assert!(tokio::time::timeout(Duration::from_secs(10), services.wait()).await.expect("services stop on SIGTERM").unwrap().success());
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+    env.cleanup().await;
+}

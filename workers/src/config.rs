@@ -26,6 +26,9 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// `CHRONOS_DIAGNOSTIC_HANDLERS`: register `noop`, `sleep`, `fail` (default on).
     pub diagnostic_handlers: bool,
+    /// `CHRONOS_WORKER_AUDIT`: run the audit writer, the DLQ forwarder and the Redis-loss
+    /// rebuild in this process (default on). Off when `chronos services` runs them apart.
+    pub background_services: bool,
     /// `CHRONOS_WEBHOOK_SECRET`: signs `http` handler requests when set.
     pub webhook_secret: Option<String>,
     /// `CHRONOS_SMTP_URL`: the `email` handler's server (the handler is off when unset).
@@ -64,6 +67,11 @@ impl WorkerConfig {
             "0" | "false" => Some(false),
             _ => None,
         })?;
+        let background_services = parse_var("CHRONOS_WORKER_AUDIT", true, "0, 1, true or false", |v| match v {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        })?;
         let smtp_url = var("CHRONOS_SMTP_URL");
         if let Some(u) = &smtp_url
             && !(u.starts_with("smtp://") || u.starts_with("smtps://"))
@@ -78,6 +86,7 @@ impl WorkerConfig {
             lease,
             shutdown_grace,
             diagnostic_handlers,
+            background_services,
             webhook_secret: var("CHRONOS_WEBHOOK_SECRET"),
             smtp_url,
             email_from: var("CHRONOS_EMAIL_FROM").unwrap_or_else(|| "chronos@localhost".into()),
@@ -93,6 +102,7 @@ impl WorkerConfig {
             lease: DEFAULT_LEASE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             diagnostic_handlers: true,
+            background_services: true,
             webhook_secret: None,
             smtp_url: None,
             email_from: "chronos@localhost".into(),

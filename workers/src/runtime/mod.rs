@@ -113,6 +113,13 @@ impl Worker {
         self
     }
 
+    /// Before the first claim, make sure Redis holds its state (rebuilt from `store`, or by
+    /// another process) without running the audit writer here.
+    pub fn settling_with(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Run exactly these background services beside the fetch loop (e.g. none, when a separate
     /// process runs the audit writer). `store` settles Redis's state before the first claim.
     pub fn with_services(mut self, services: Services, store: Option<Store>) -> Self {
