@@ -3,23 +3,34 @@
 //! # Layout
 //! - [`model`] — the task model: ids, priority, backoff, status, validation ([`model::NewTask::prepare`]).
 //! - [`keys`] — every Redis key, all of one queue under the hash tag `{<queue>}`.
-//! - [`queue`] — the Redis engine: one Lua script per transition (`src/scripts/*.lua`:
-//!   enqueue, claim, ack, fail — where the retry decision lives —, heartbeat, cancel,
-//!   retry_now, reap, release), each guarded by the lease's fencing token.
+//! - [`queue`] — the Redis engine. `queue/script.rs` is the script boundary (each script's KEYS
+//!   in one documented order, every reply read and every answer code mapped in one place);
+//!   `queue/scripts/` holds `lib.lua` (clock, ready score, key names, backoff, overlap guard —
+//!   prepended to every script) and one file per transition: `enqueue`, `claim` (promotes due
+//!   tasks, leases the highest priority), `ack`, `fail` (the retry decision), `heartbeat`,
+//!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the rebuild). Every change of
+//!   a running task is guarded by the lease's fencing token.
 //! - [`store`] — Postgres: task rows (written before enqueue returns), attempts, idempotency keys.
-//! - [`audit`] — the outbox drain: Redis stream → Postgres in batches, acked after commit.
+//! - [`audit`] — the audit writer, the outbox drain: Redis stream → Postgres in batches, acked
+//!   after commit. It runs wherever [`services`] is started with it: in every `chronos worker`
+//!   and `chronos dev` by default, or alone in `chronos services`.
+//! - [`services`] — a process's background services composed in one place (audit writer, DLQ
+//!   forwarder, reaper, Redis-loss rebuild); each binary picks the ones it runs.
 //! - [`dlq`] — the SQS dead-letter queue and the forwarder that never drops a letter.
 //! - [`reconcile`] — rebuilds the queues from Postgres when Redis lost its data (`restore.lua`).
 //! - [`cron`] — cron expressions (Vixie semantics, seconds, macros) and their fire instants in
 //!   any IANA zone, with Debian cron's DST rules; a pure function of (expression, zone, range).
-//! - [`schedule`] — recurring schedules in Postgres and the tick that plans their occurrences
-//!   ahead as delayed tasks, with overlap and misfire policies.
-//! - [`client`] — [`client::Chronos`], the producer API (Postgres first, then Redis).
+//! - [`schedule`] — recurring schedules (model, validation, table, the pure `planner`, and the
+//!   `Scheduler` whose tick plans occurrences ahead as delayed tasks, with overlap and misfire).
+//! - [`client`] — [`client::Chronos`]: submitting (Postgres first, then Redis) and every use case
+//!   the API, the CLI and the dashboard share (read, list, cancel, retry, redrive, queues, keys).
 //! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
 //!   that decides what a role may do.
 //! - [`backlog`] — a queue's backlog for the scaler: waiting + due scheduled + due retrying,
 //!   running, and the oldest waiting task's age.
 //! - [`secrets`] — Secrets Manager values named by `*_SECRET_ARN` variables, read at start-up.
+//! - [`events`] — live task transitions for the dashboard: the outbox streams followed with XREAD.
+//! - [`history`] — Postgres read models the dashboard charts (throughput, dead tasks by error).
 //! - [`config`] — environment settings shared by every binary.
 //! - [`error`] — the error type; retryability is part of it.
 

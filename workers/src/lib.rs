@@ -4,9 +4,11 @@
 //! - [`handler`] — the [`Handler`] trait, [`HandlerError`] (`Retryable` / `Permanent` / `Cancelled`),
 //!   [`TaskContext`] (attempt, idempotency key, cancellation).
 //! - [`registry`] — task name → handler; refuses two handlers for one kind.
-//! - [`runtime`] — [`Worker`]: the fetch loop (claim batches, block when idle, wake at the next
-//!   due time), attempt runner (timeout, panic isolation), batched acks, heartbeats, reaper,
-//!   graceful shutdown that hands unfinished leases back.
+//! - [`runtime`] — [`Worker`]: `fetch` (the loop: claim batches, block when idle, wake at the
+//!   next due time, back off), `attempt` (one attempt → [`runtime::Outcome`]: timeout, panic
+//!   isolation, cancellation), `recorder` (writes outcomes: batched acks, retried failures),
+//!   `lease` (heartbeats, the shutdown hand-back). Background services (audit writer, DLQ
+//!   forwarder, reaper, rebuild) come from `chronos_core::services`, chosen per process.
 //! - [`handlers`] — built-ins: `http`, `email`, and the diagnostic `noop`, `sleep`, `fail`.
 //! - [`config`] — [`WorkerConfig`] from the environment.
 

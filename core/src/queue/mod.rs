@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::keys::{QueueKeys, queues_set};
 use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
-use script::{ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, REAP, RELEASE, RETRY_NOW, Reply, unexpected};
+use script::{ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected};
 
 /// How many due delayed tasks one claim promotes at most.
 const PROMOTE_LIMIT: usize = 1000;
@@ -250,18 +250,7 @@ impl Engine {
 
     /// Complete attempts; one bool per `(id, token)`, false when the token was stale.
     pub async fn ack(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let k = self.keys(queue);
-        let mut inv = ACK.call(&k);
-        inv.arg(worker);
-        for (id, tok) in leases {
-            inv.arg(id.to_string()).arg(tok);
-        }
-        let mut conn = self.conn.clone();
-        let r: Vec<i64> = inv.invoke_async(&mut conn).await?;
-        Ok(r.into_iter().map(|x| x == 1).collect())
+        self.per_lease(&ACK, queue, worker, leases).await
     }
 
     /// End an attempt that did not succeed; the script decides retry or dead.
@@ -385,11 +374,16 @@ impl Engine {
 
     /// Hand leases straight back to ready (graceful shutdown).
     pub async fn release(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
+        self.per_lease(&RELEASE, queue, worker, leases).await
+    }
+
+    /// A script that takes `worker` then `(id, token)` pairs and answers 1 (done) or 0 (stale
+    /// token, not running) per pair: ack and release.
+    async fn per_lease(&self, script: &ScriptDef, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let k = self.keys(queue);
-        let mut inv = RELEASE.call(&k);
+        let mut inv = script.call(&self.keys(queue));
         inv.arg(worker);
         for (id, tok) in leases {
             inv.arg(id.to_string()).arg(tok);
