@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use uuid::Uuid;
 
 use crate::client::Chronos;
@@ -14,7 +13,7 @@ use crate::error::Result;
 use crate::model::{Origin, Overlap, TaskId};
 use crate::store::{Store, TaskRecord};
 
-use super::db::{SCHEDULE_COLUMNS, bind_definition, schedule_from_row};
+use super::db;
 use super::planner;
 use super::{ChangeError, MIN_HORIZON, SchedulePatch, ScheduleRecord, ScheduleSpec, TickReport};
 
@@ -45,54 +44,25 @@ impl Scheduler {
         let id = Uuid::now_v7();
         let t = &spec.task;
         self.chronos.engine.register_queue(&t.queue).await?;
-        let q = sqlx::query(
-            "INSERT INTO schedules (id, name, cron, timezone, task_name, queue, payload, priority, max_attempts, backoff, timeout_ms,
-                                    enabled, overlap, misfire, planned_until, next_fire_at, created_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $15, $15)",
-        );
-        bind_definition(q, id, spec, &expr, tz)
-            .bind(!spec.paused)
-            .bind(spec.overlap.as_str())
-            .bind(spec.misfire.as_str())
-            .bind(now)
-            .bind(expr.next_after(tz, now))
-            .bind(created_by)
-            .execute(self.store().pool())
-            .await?;
+        db::insert(self.store().pool(), id, spec, &expr, tz, now, created_by).await?;
         self.plan_now(id).await;
         self.get(id).await?.ok_or(ChangeError::NotFound)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<ScheduleRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.store().pool())
-            .await?;
-        Ok(row.as_ref().map(schedule_from_row))
+        Ok(db::get(self.store().pool(), id).await?)
     }
 
     /// Schedules ordered by name, `limit` of them after `after_name`.
     pub async fn list(&self, after_name: Option<&str>, limit: i64) -> Result<Vec<ScheduleRecord>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE ($1::text IS NULL OR name > $1) ORDER BY name LIMIT $2"
-        )))
-        .bind(after_name)
-        .bind(limit)
-        .fetch_all(self.store().pool())
-        .await?;
-        Ok(rows.iter().map(schedule_from_row).collect())
+        Ok(db::list(self.store().pool(), after_name, limit).await?)
     }
 
     /// Apply a patch. Occurrences planned for later under the old definition and not started
     /// are dropped, and the schedule is planned again from now.
     pub async fn update(&self, id: Uuid, patch: &SchedulePatch) -> Result<ScheduleRecord, ChangeError> {
         let mut tx = self.store().pool().begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 FOR UPDATE")))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ChangeError::NotFound)?;
-        let cur = schedule_from_row(&row);
+        let cur = db::lock(&mut tx, id).await?.ok_or(ChangeError::NotFound)?;
         let mut spec = cur.spec();
         if let Some(v) = &patch.name {
             spec.name = v.clone();
@@ -120,20 +90,7 @@ impl Scheduler {
             self.drop_unstarted(&mut tx, id, Some(now)).await?;
         }
         let t = &spec.task;
-        let q = sqlx::query(
-            "UPDATE schedules SET name = $2, cron = $3, timezone = $4, task_name = $5, queue = $6, payload = $7, priority = $8,
-                    max_attempts = $9, backoff = $10, timeout_ms = $11, overlap = $12, misfire = $13,
-                    planned_until = CASE WHEN $14 THEN $15 ELSE planned_until END, next_fire_at = $16, updated_at = $15
-             WHERE id = $1",
-        );
-        bind_definition(q, id, &spec, &expr, tz)
-            .bind(spec.overlap.as_str())
-            .bind(spec.misfire.as_str())
-            .bind(replan)
-            .bind(now)
-            .bind(expr.next_after(tz, now))
-            .execute(&mut *tx)
-            .await?;
+        db::update_definition(&mut tx, id, &spec, &expr, tz, replan, now).await?;
         self.chronos.engine.register_queue(&t.queue).await?;
         tx.commit().await?;
         if replan {
@@ -146,20 +103,12 @@ impl Scheduler {
     /// stretch is not a misfire). Idempotent.
     pub async fn set_paused(&self, id: Uuid, paused: bool) -> Result<ScheduleRecord, ChangeError> {
         let mut tx = self.store().pool().begin().await?;
-        let was: bool = sqlx::query_scalar("SELECT NOT enabled FROM schedules WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ChangeError::NotFound)?;
+        let was = !db::lock_enabled(&mut tx, id).await?.ok_or(ChangeError::NotFound)?;
         if was != paused {
             if paused {
                 self.drop_unstarted(&mut tx, id, None).await?;
             }
-            sqlx::query("UPDATE schedules SET enabled = $2, planned_until = now(), updated_at = now() WHERE id = $1")
-                .bind(id)
-                .bind(!paused)
-                .execute(&mut *tx)
-                .await?;
+            db::set_enabled(&mut tx, id, !paused).await?;
         }
         tx.commit().await?;
         if was != paused && !paused {
@@ -172,13 +121,11 @@ impl Scheduler {
     /// `schedule_id` becomes null).
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.store().pool().begin().await?;
-        let exists: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM schedules WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
-        if exists.is_none() {
+        if db::lock_enabled(&mut tx, id).await?.is_none() {
             return Ok(false);
         }
         self.drop_unstarted(&mut tx, id, None).await?;
-        sqlx::query("DELETE FROM schedules WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        db::delete(&mut tx, id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -202,17 +149,9 @@ impl Scheduler {
     /// all), from Redis and then from Postgres. Runs inside the caller's transaction, which
     /// holds the schedule's row lock, so no tick plans it meanwhile.
     async fn drop_unstarted(&self, tx: &mut sqlx::PgConnection, id: Uuid, after: Option<DateTime<Utc>>) -> Result<usize> {
-        let rows = sqlx::query(
-            "SELECT queue, id FROM tasks WHERE schedule_id = $1 AND status IN ('scheduled', 'queued') AND attempts = 0
-               AND ($2::timestamptz IS NULL OR fire_at > $2)",
-        )
-        .bind(id)
-        .bind(after)
-        .fetch_all(&mut *tx)
-        .await?;
         let mut by_queue: HashMap<String, Vec<TaskId>> = HashMap::new();
-        for r in &rows {
-            by_queue.entry(r.get(0)).or_default().push(r.get(1));
+        for (queue, task) in db::unstarted_occurrences(&mut *tx, id, after).await? {
+            by_queue.entry(queue).or_default().push(task);
         }
         let mut dropped = Vec::new();
         for (queue, ids) in by_queue {
@@ -221,7 +160,7 @@ impl Scheduler {
             }
         }
         if !dropped.is_empty() {
-            sqlx::query("DELETE FROM tasks WHERE id = ANY($1)").bind(&dropped).execute(&mut *tx).await?;
+            db::delete_tasks(&mut *tx, &dropped).await?;
         }
         Ok(dropped.len())
     }
@@ -240,15 +179,8 @@ impl Scheduler {
         let mut report = TickReport::default();
         loop {
             let mut tx = self.store().pool().begin().await?;
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND enabled AND planned_until < $2 FOR NO KEY UPDATE"
-            )))
-            .bind(id)
-            .bind(until)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(()) };
-            self.plan(&mut tx, &schedule_from_row(&row), now, until, &mut report).await?;
+            let Some(s) = db::lock_behind(&mut tx, id, until).await? else { return Ok(()) };
+            self.plan(&mut tx, &s, now, until, &mut report).await?;
             tx.commit().await?;
         }
     }
@@ -267,21 +199,11 @@ impl Scheduler {
         let mut failed: Vec<Uuid> = Vec::new();
         loop {
             let mut tx = self.store().pool().begin().await?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM schedules
-                 WHERE enabled AND planned_until < $1 AND id <> ALL($2)
-                 ORDER BY planned_until LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED"
-            )))
-            .bind(until)
-            .bind(&failed)
-            .bind(ROWS_PER_PASS)
-            .fetch_all(&mut *tx)
-            .await?;
-            if rows.is_empty() {
+            let due = db::lock_due(&mut tx, until, &failed, ROWS_PER_PASS).await?;
+            if due.is_empty() {
                 break;
             }
-            for row in &rows {
-                let s = schedule_from_row(row);
+            for s in due {
                 // A savepoint per schedule: one that cannot be planned does not hold up the rest.
                 let mut sp = sqlx::Connection::begin(&mut *tx).await?;
                 match self.plan(&mut sp, &s, now, until, &mut report).await {
@@ -344,14 +266,7 @@ impl Scheduler {
             let mut own = self.store().pool().acquire().await?;
             let recorded = Store::insert_tasks_in(&mut own, &prepared, self.chronos.idempotency_retention).await?;
             let seen: Vec<TaskId> = recorded.iter().filter(|(_, created)| !created).map(|(id, _)| *id).collect();
-            let unstarted: Vec<TaskId> = if seen.is_empty() {
-                Vec::new()
-            } else {
-                sqlx::query_scalar("SELECT id FROM tasks WHERE id = ANY($1) AND status IN ('scheduled', 'queued') AND attempts = 0")
-                    .bind(&seen)
-                    .fetch_all(&mut *own)
-                    .await?
-            };
+            let unstarted: Vec<TaskId> = if seen.is_empty() { Vec::new() } else { db::not_started(&mut own, &seen).await? };
             drop(own);
             let due: Vec<_> = prepared
                 .into_iter()
@@ -365,17 +280,7 @@ impl Scheduler {
             }
         }
         report.schedules += 1;
-        sqlx::query(
-            "UPDATE schedules SET planned_until = $2, next_fire_at = $3,
-                    last_fire_at = (SELECT max(fire_at) FROM tasks WHERE schedule_id = $1 AND fire_at <= $4)
-             WHERE id = $1",
-        )
-        .bind(s.id)
-        .bind(planned_to)
-        .bind(expr.next_after(tz, now))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        db::advance(tx, s.id, planned_to, expr.next_after(tz, now), now).await?;
         Ok(())
     }
 }
