@@ -158,6 +158,8 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CHRONOS_LOG").unwrap_or_else(|_| "info,sqlx=warn,aws=warn".into()))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal; a file, a pipe or CloudWatch gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli).await {
@@ -177,35 +179,25 @@ async fn run(cli: Cli) -> Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Cmd::Worker => run_worker(&core, false, shutdown_signal()).await,
-        Cmd::Services => run_services(&core, shutdown_signal()).await,
-        Cmd::Api => run_api(&core, shutdown_signal()).await,
-        Cmd::Dashboard => run_dashboard(&core, shutdown_signal()).await,
+        Cmd::Worker => stopped_ok(run_worker(&core, &Stop::on_signal()).await),
+        Cmd::Services => stopped_ok(run_services(&core, &Stop::on_signal()).await),
+        Cmd::Api => stopped_ok(run_api(&core, &Stop::on_signal()).await),
+        Cmd::Dashboard => stopped_ok(run_dashboard(&core, &Stop::on_signal()).await),
         Cmd::Dev => {
-            Store::connect(core.database_url.expose()).await?.migrate().await.context("migrating DATABASE_URL")?;
-            // One signal stops both: the API stops accepting, the worker drains.
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let api_stop = wait_true(rx.clone());
-            let worker_stop = wait_true(rx.clone());
-            let sig = shutdown_signal();
-            let signal = tokio::spawn(async move {
-                sig.await;
-                let _ = tx.send(true);
-            });
-            let dashboard_stop = wait_true(rx.clone());
-            let tick_stop = wait_true(rx);
+            // One signal stops every piece: the API stops accepting, the worker drains.
+            let stop = Stop::on_signal();
+            stop.during(async { connect_store(&core, &stop).await?.migrate().await.context("migrating DATABASE_URL") }).await??;
             let (a, d, w, t) = tokio::join!(
-                run_api(&core, api_stop),
-                run_dashboard(&core, dashboard_stop),
-                run_worker(&core, true, worker_stop),
-                run_tick(&core, None, 15, tick_stop)
+                run_api(&core, &stop),
+                run_dashboard(&core, &stop),
+                run_worker(&core, &stop),
+                run_tick(&core, None, 15, &stop)
             );
-            signal.abort();
-            a.and(d).and(w).and(t)
+            stopped_ok(a.and(d).and(w).and(t))
         }
         Cmd::Tick { once, every_s, at } => {
             let at = at.map(|a| rfc3339("--at", &a)).transpose()?;
-            run_tick(&core, once.then_some(at), every_s, shutdown_signal()).await
+            stopped_ok(run_tick(&core, once.then_some(at), every_s, &Stop::on_signal()).await)
         }
         Cmd::Scaler { once, every_s } => run_scaler(&core, once, every_s).await,
         Cmd::Health { http } => health(&core, http.as_deref()).await,
@@ -263,9 +255,78 @@ fn cli_caller() -> Caller {
 }
 
 async fn client(core: &CoreConfig) -> Result<Chronos> {
-    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
-    let store = Store::connect(core.database_url.expose()).await.context("DATABASE_URL")?;
+    client_until(core, &Stop::never()).await
+}
+
+async fn client_until(core: &CoreConfig, stop: &Stop) -> Result<Chronos> {
+    let engine = connect_engine(core, stop).await?;
+    let store = connect_store(core, stop).await?;
     Ok(Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention))
+}
+
+/// Redis at `REDIS_URL`, retried with backoff for up to `CHRONOS_CONNECT_TIMEOUT_S`.
+async fn connect_engine(core: &CoreConfig, stop: &Stop) -> Result<Engine> {
+    let url = core.redis_url.expose();
+    retry_connect("Redis", "REDIS_URL", url, core.connect_timeout, stop, || Engine::connect(url, &core.namespace)).await
+}
+
+/// Postgres at `DATABASE_URL` (the pool connects lazily, so one query proves it answers),
+/// retried like [`connect_engine`].
+async fn connect_store(core: &CoreConfig, stop: &Stop) -> Result<Store> {
+    let url = core.database_url.expose();
+    retry_connect("Postgres", "DATABASE_URL", url, core.connect_timeout, stop, || async {
+        let store = Store::connect(url).await?;
+        store.probe(Duration::from_secs(5)).await?;
+        Ok(store)
+    })
+    .await
+}
+
+/// Try `connect` until it succeeds, `timeout` passes or `stop` fires. Says once that the store
+/// is unreachable (naming the variable and the address, never a password), then retries
+/// quietly with backoff; the final error says the same again with the last cause.
+async fn retry_connect<T, F, Fut>(what: &str, var: &str, url: &str, timeout: Duration, stop: &Stop, mut connect: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = chronos_core::Result<T>>,
+{
+    let addr = chronos_core::config::url_address(url);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(200);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let err = match stop.during(connect()).await? {
+            Ok(v) => {
+                if tries > 1 {
+                    tracing::info!("{what} at {addr} ({var}) answers");
+                }
+                return Ok(v);
+            }
+            Err(e) => root_cause(&e),
+        };
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            bail!("{var}: gave up on {what} at {addr} after {} s (CHRONOS_CONNECT_TIMEOUT_S): {err}", timeout.as_secs());
+        }
+        if tries == 1 {
+            tracing::warn!(
+                "{var}: cannot reach {what} at {addr}: {err}; retrying for up to {} s (CHRONOS_CONNECT_TIMEOUT_S)",
+                timeout.as_secs()
+            );
+        }
+        stop.during(tokio::time::sleep(backoff.min(deadline - now))).await?;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The innermost cause of a store error, once: the client libraries repeat it in their chains.
+fn root_cause(e: &chronos_core::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 fn enqueue_args(a: EnqueueArgs) -> Result<NewTask> {
@@ -309,26 +370,22 @@ fn rfc3339(flag: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 }
 
 /// `once`: `Some(clock)` runs one tick (at `clock`, default now) and prints what it did.
-async fn run_tick(
-    core: &CoreConfig,
-    once: Option<Option<chrono::DateTime<chrono::Utc>>>,
-    every_s: u64,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    let scheduler = Scheduler::new(client(core).await?, core.schedule_horizon);
+async fn run_tick(core: &CoreConfig, once: Option<Option<chrono::DateTime<chrono::Utc>>>, every_s: u64, stop: &Stop) -> Result<()> {
+    let scheduler = Scheduler::new(client_until(core, stop).await?, core.schedule_horizon);
     let who = format!("tick-{}", std::process::id());
     if let Some(at) = once {
         let out = chronos_tick::tick_at(&scheduler, &who, at.unwrap_or_else(chrono::Utc::now)).await?;
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    chronos_tick::run_loop(scheduler, who, Duration::from_secs(every_s), shutdown).await;
+    chronos_tick::run_loop(scheduler, who, Duration::from_secs(every_s), stop.wait()).await;
     Ok(())
 }
 
 async fn run_scaler(core: &CoreConfig, once: bool, every_s: u64) -> Result<()> {
     let cfg = chronos_scaler::config::ScalerConfig::from_env()?;
-    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
+    let stop = Stop::on_signal();
+    let engine = connect_engine(core, &stop).await?;
     // Locally the embedded-metric-format lines are only of interest when debugging.
     let sink: chronos_scaler::MetricSink = std::sync::Arc::new(|line| tracing::debug!(target: "chronos::emf", "{line}"));
     let scaler = chronos_scaler::Scaler::new(engine, chronos_scaler::ecs_client().await, cfg).with_metrics(sink);
@@ -336,7 +393,7 @@ async fn run_scaler(core: &CoreConfig, once: bool, every_s: u64) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&scaler.run_once().await?)?);
         return Ok(());
     }
-    chronos_scaler::run_loop(scaler, Duration::from_secs(every_s), shutdown_signal()).await;
+    chronos_scaler::run_loop(scaler, Duration::from_secs(every_s), stop.wait()).await;
     Ok(())
 }
 
@@ -366,11 +423,11 @@ async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-async fn run_api(core: &CoreConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+async fn run_api(core: &CoreConfig, stop: &Stop) -> Result<()> {
     let cfg = chronos_api::config::ApiConfig::from_env()?;
-    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
-    let store = Store::connect(core.database_url.expose()).await?;
-    let dlq = match Dlq::connect(&core.dlq_queue).await {
+    let engine = connect_engine(core, stop).await?;
+    let store = connect_store(core, stop).await?;
+    let dlq = match stop.during(Dlq::connect(&core.dlq_queue)).await? {
         Ok(d) => Some(d),
         Err(e) => {
             tracing::warn!(error = %e, "SQS unreachable; redrive will not remove dead-letter messages");
@@ -383,20 +440,20 @@ async fn run_api(core: &CoreConfig, shutdown: impl std::future::Future<Output = 
     let listener =
         tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("CHRONOS_API_ADDR: cannot listen on {}", cfg.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await?;
     Ok(())
 }
 
-async fn run_dashboard(core: &CoreConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+async fn run_dashboard(core: &CoreConfig, stop: &Stop) -> Result<()> {
     let cfg = chronos_dashboard::config::DashboardConfig::from_env()?;
-    let dlq = match Dlq::connect(&core.dlq_queue).await {
+    let dlq = match stop.during(Dlq::connect(&core.dlq_queue)).await? {
         Ok(d) => Some(d),
         Err(e) => {
             tracing::warn!(error = %e, "SQS unreachable; redrive will not remove dead-letter messages");
             None
         }
     };
-    let chronos = client(core).await?.with_dlq(dlq);
+    let chronos = client_until(core, stop).await?.with_dlq(dlq);
     let scheduler = Scheduler::new(chronos.clone(), core.schedule_horizon);
     // Stops the outbox reader and ends open event streams, so the graceful shutdown completes.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -404,6 +461,7 @@ async fn run_dashboard(core: &CoreConfig, shutdown: impl std::future::Future<Out
     let listener =
         tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("CHRONOS_DASHBOARD_ADDR: cannot listen on {}", cfg.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
+    let shutdown = stop.wait();
     chronos_dashboard::serve(listener, state, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -412,34 +470,15 @@ async fn run_dashboard(core: &CoreConfig, shutdown: impl std::future::Future<Out
     Ok(())
 }
 
-async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+async fn run_worker(core: &CoreConfig, stop: &Stop) -> Result<()> {
     let cfg = WorkerConfig::from_env()?;
-    let store = Store::connect(core.database_url.expose()).await?;
-    let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await.context("connecting to REDIS_URL")?;
     let registry = builtin_registry(&cfg).map_err(anyhow::Error::msg)?;
-    // SQS being down must not stop task processing: the forwarder retries, nothing is lost.
-    let dlq = loop {
-        match Dlq::connect(&core.dlq_queue).await {
-            Ok(d) => break Some(d),
-            Err(e) if dev => {
-                tracing::warn!(error = %e, "SQS dead-letter queue unreachable; dead letters stay pending in Redis");
-                break None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "SQS dead-letter queue unreachable; retrying in 5 s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    };
-    if dlq.is_none() && !dev {
-        bail!("no dead-letter queue");
-    }
+    let engine = connect_engine(core, stop).await?;
+    let store = connect_store(core, stop).await?;
     let worker = if cfg.background_services {
-        let w = Worker::new(engine, registry, cfg).with_audit(store);
-        match dlq {
-            Some(d) => w.with_dlq(d),
-            None => w,
-        }
+        // SQS is reached in the background: tasks run whatever SQS does, and dead letters wait
+        // in Redis until it answers.
+        Worker::new(engine, registry, cfg).with_audit(store).with_dlq_queue(core.dlq_queue.clone())
     } else {
         // `chronos services` runs the audit writer, the DLQ forwarder and the rebuild apart;
         // this worker only reaps the leases of its queues (and settles Redis's state first).
@@ -448,23 +487,22 @@ async fn run_worker(core: &CoreConfig, dev: bool, shutdown: impl std::future::Fu
     if let Some(service) = chronos_core::config::var("CHRONOS_METRICS_SERVICE") {
         tokio::spawn(emit_worker_metrics(worker.stats(), service));
     }
-    worker.run(shutdown).await?;
+    worker.run(stop.wait()).await?;
     Ok(())
 }
 
 /// `chronos services`: the background services alone, for a deployment whose workers run with
 /// `CHRONOS_WORKER_AUDIT=0`.
-async fn run_services(core: &CoreConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    let c = client(core).await?;
+async fn run_services(core: &CoreConfig, stop: &Stop) -> Result<()> {
+    let c = client_until(core, stop).await?;
     let who = format!("services-{}-{}", hostname(), std::process::id());
-    let mut services = Services::new(c.engine.clone()).audit_writer(c.store.clone(), who.clone()).rebuild(c.store.clone(), who);
-    match Dlq::connect(&core.dlq_queue).await {
-        Ok(d) => services = services.dlq_forwarder(d),
-        Err(e) => tracing::warn!(error = %e, "SQS dead-letter queue unreachable; dead letters stay pending in Redis"),
-    }
+    let services = Services::new(c.engine.clone())
+        .audit_writer(c.store.clone(), who.clone())
+        .rebuild(c.store.clone(), who)
+        .dlq_forwarder_connecting(core.dlq_queue.clone());
     let running = services.start();
     tracing::info!("background services started: audit writer, DLQ forwarder, Redis-loss rebuild");
-    shutdown.await;
+    stop.wait().await;
     running.stop().await;
     Ok(())
 }
@@ -488,6 +526,72 @@ async fn emit_worker_metrics(stats: std::sync::Arc<chronos_workers::WorkerStats>
         let at = chrono::Utc::now().timestamp_millis();
         println!("{}", chronos_scaler::emf::worker_line(at, &service, now.0 - last.0, now.1 - last.1));
         last = now;
+    }
+}
+
+/// The process's stop request (SIGTERM or SIGINT), seen at every stage: while connecting to the
+/// stores at start-up, while settling, and while running. `None`: never (one-shot commands keep
+/// the default signal behaviour).
+#[derive(Clone)]
+struct Stop(Option<tokio::sync::watch::Receiver<bool>>);
+
+/// A stop request arrived before start-up finished: nothing ran yet, the process exits 0.
+#[derive(Debug)]
+struct StoppedDuringStartUp;
+
+impl std::fmt::Display for StoppedDuringStartUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped during start-up")
+    }
+}
+
+impl std::error::Error for StoppedDuringStartUp {}
+
+impl Stop {
+    /// Installs the SIGTERM and SIGINT handlers now.
+    fn on_signal() -> Stop {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let sig = shutdown_signal();
+        tokio::spawn(async move {
+            sig.await;
+            let _ = tx.send(true);
+            tx.closed().await; // keep the sender: a dropped one would read as a stop
+        });
+        Stop(Some(rx))
+    }
+
+    fn never() -> Stop {
+        Stop(None)
+    }
+
+    /// Resolves once a stop was requested.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self.0.clone();
+        async move {
+            match rx {
+                Some(rx) => wait_true(rx).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// `fut`, unless a stop is requested first: then [`StoppedDuringStartUp`].
+    async fn during<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T> {
+        tokio::select! {
+            v = fut => Ok(v),
+            _ = self.wait() => Err(StoppedDuringStartUp.into()),
+        }
+    }
+}
+
+/// A process stopped before it finished starting did what it was asked: exit 0.
+fn stopped_ok(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.is::<StoppedDuringStartUp>() => {
+            tracing::info!("stopped during start-up");
+            Ok(())
+        }
+        r => r,
     }
 }
 

@@ -11,6 +11,9 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/chron
 pub const DEFAULT_NAMESPACE: &str = "chronos";
 pub const DEFAULT_DLQ_QUEUE: &str = "chronos-dlq";
 pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a process keeps retrying Redis and Postgres at start-up before it gives up: on ECS
+/// a worker often starts a moment before its stores answer.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A value that never prints (database URLs carry passwords).
 #[derive(Clone)]
@@ -54,6 +57,8 @@ pub struct CoreConfig {
     pub idempotency_retention: Duration,
     /// `CHRONOS_SCHEDULE_HORIZON_S`: how far ahead the tick plans schedules' occurrences.
     pub schedule_horizon: Duration,
+    /// `CHRONOS_CONNECT_TIMEOUT_S`: how long start-up retries an unreachable Redis or Postgres.
+    pub connect_timeout: Duration,
 }
 
 /// Read a variable; `None` when unset or empty.
@@ -67,6 +72,17 @@ pub fn parse_var<T>(name: &'static str, default: T, what: &str, parse: impl FnOn
         None => Ok(default),
         Some(v) => parse(v.trim()).ok_or_else(|| ConfigError { var: name, message: format!("{v:?} is not {what}") }),
     }
+}
+
+/// The address in a store URL, for messages: host and port (or a socket path), never the user
+/// or password.
+pub fn url_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = if url.starts_with("unix://") { rest } else { &rest[..end] };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split('?').next().unwrap_or(host);
+    if host.is_empty() { "(no host)".to_owned() } else { host.to_owned() }
 }
 
 impl CoreConfig {
@@ -103,6 +119,9 @@ impl CoreConfig {
             "a number of seconds (120–86400; the tick runs every minute)",
             |v| v.parse::<u64>().ok().filter(|n| (120..=86_400).contains(n)).map(Duration::from_secs),
         )?;
+        let connect_timeout = parse_var("CHRONOS_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT, "a number of seconds (0–3600)", |v| {
+            v.parse::<u64>().ok().filter(|n| *n <= 3600).map(Duration::from_secs)
+        })?;
         if let Some(ep) = var("AWS_ENDPOINT_URL")
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
@@ -116,6 +135,20 @@ impl CoreConfig {
             max_payload_bytes,
             idempotency_retention,
             schedule_horizon,
+            connect_timeout,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_address;
+
+    #[test]
+    fn a_store_address_in_a_message_never_carries_the_password() {
+        assert_eq!(url_address("redis://:hunter2@10.0.0.5:6380/0"), "10.0.0.5:6380");
+        assert_eq!(url_address("postgres://chronos:s3cret@db.internal:5432/chronos?sslmode=disable"), "db.internal:5432");
+        assert_eq!(url_address("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(url_address("unix:///run/redis.sock"), "/run/redis.sock");
     }
 }

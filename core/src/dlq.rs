@@ -200,3 +200,49 @@ pub async fn run_forwarder(engine: Engine, dlq: Dlq, wake: Arc<Notify>, interval
         }
     }
 }
+
+/// How long the forwarder waits at most between attempts to reach an unreachable SQS.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Reach the SQS queue `queue_name` (retrying with backoff, in the background), then forward as
+/// [`run_forwarder`]. A process that runs tasks never waits for SQS: dead letters wait in
+/// Redis's `dlq` sets until the queue answers. Returns at once when `stop` turns true.
+pub async fn connect_and_forward(
+    engine: Engine,
+    queue_name: String,
+    wake: Arc<Notify>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let mut failures = 0u32;
+    let dlq = loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = tokio::select! {
+            r = Dlq::connect(&queue_name) => r,
+            _ = stop.changed() => return,
+        };
+        match attempt {
+            Ok(d) => break d,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(queue = %queue_name, error = %e, "SQS dead-letter queue unreachable; tasks run meanwhile and dead letters wait in Redis; retrying in the background");
+                } else {
+                    tracing::debug!(queue = %queue_name, error = %e, "SQS dead-letter queue still unreachable");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
+    };
+    if failures > 0 {
+        tracing::info!(queue = %queue_name, "SQS dead-letter queue reachable; forwarding dead letters");
+    }
+    run_forwarder(engine, dlq, wake, interval, stop).await
+}

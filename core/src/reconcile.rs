@@ -147,7 +147,14 @@ pub async fn settle_before_claiming(engine: &Engine, store: &Store, worker: &str
         match ensure_redis_state(engine, store, worker).await {
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "cannot check Redis state before claiming; starting anyway");
+                // Name the store that failed: the check reads both, and an operator paged at
+                // night should not go looking at Redis when Postgres is down.
+                let store = match &e {
+                    crate::Error::Postgres(_) => "Postgres (DATABASE_URL) is unreachable",
+                    crate::Error::Redis(_) => "Redis (REDIS_URL) is unreachable",
+                    _ => "the check failed",
+                };
+                tracing::warn!(error = %e, "{store}: cannot check whether Redis lost its data before claiming; starting anyway");
                 return;
             }
         }

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditWriter;
-use crate::dlq::{Dlq, run_forwarder};
+use crate::dlq::{Dlq, connect_and_forward, run_forwarder};
 use crate::queue::Engine;
 use crate::reconcile::ensure_redis_state;
 use crate::store::Store;
@@ -25,13 +25,20 @@ const DLQ_INTERVAL: Duration = Duration::from_secs(5);
 /// How many expired leases one reap call requeues at most.
 const REAP_LIMIT: usize = 1000;
 
+/// Where the DLQ forwarder gets its queue: connected already, or reached in the background.
+#[derive(Clone)]
+enum DlqSource {
+    Connected(Dlq),
+    Named(String),
+}
+
 /// Which background services a process runs. Build with [`Services::new`] and the builder
 /// methods, then [`Services::start`].
 #[derive(Clone)]
 pub struct Services {
     engine: Engine,
     audit: Option<(Store, String)>,
-    dlq: Option<Dlq>,
+    dlq: Option<DlqSource>,
     reaper: Option<(Vec<String>, Duration)>,
     rebuild: Option<(Store, String)>,
 }
@@ -51,7 +58,15 @@ impl Services {
     /// Forward dead tasks to the SQS dead-letter queue (at once when the audit writer of this
     /// process sees one die, and every few seconds otherwise).
     pub fn dlq_forwarder(mut self, dlq: Dlq) -> Self {
-        self.dlq = Some(dlq);
+        self.dlq = Some(DlqSource::Connected(dlq));
+        self
+    }
+
+    /// The same, for the SQS queue named `queue_name`, reached in the background: the process
+    /// does not wait for SQS (an unreachable SQS at start-up delays dead letters, which wait in
+    /// Redis, and nothing else).
+    pub fn dlq_forwarder_connecting(mut self, queue_name: impl Into<String>) -> Self {
+        self.dlq = Some(DlqSource::Named(queue_name.into()));
         self
     }
 
@@ -89,8 +104,14 @@ impl Services {
                 }
             }));
         }
-        if let Some(dlq) = self.dlq {
-            tasks.push(tokio::spawn(run_forwarder(self.engine.clone(), dlq, dead_seen, DLQ_INTERVAL, stop.clone())));
+        match self.dlq {
+            Some(DlqSource::Connected(dlq)) => {
+                tasks.push(tokio::spawn(run_forwarder(self.engine.clone(), dlq, dead_seen, DLQ_INTERVAL, stop.clone())))
+            }
+            Some(DlqSource::Named(name)) => {
+                tasks.push(tokio::spawn(connect_and_forward(self.engine.clone(), name, dead_seen, DLQ_INTERVAL, stop.clone())))
+            }
+            None => {}
         }
         if self.reaper.is_some() || self.rebuild.is_some() {
             let (queues, every) = self.reaper.unwrap_or((Vec::new(), Duration::from_secs(1)));

@@ -384,4 +384,18 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    /// Open one connection of its own now, for start-up checks: the pool connects lazily and
+    /// reports an unreachable server as its own acquire timeout, while this reports the cause
+    /// (connection refused, unknown database, …) within `within`.
+    pub async fn probe(&self, within: Duration) -> Result<()> {
+        use sqlx::Connection;
+        let opts = self.pool.connect_options();
+        let connect = sqlx::PgConnection::connect_with(&opts);
+        let conn = tokio::time::timeout(within, connect).await.map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {} s", within.as_secs())))
+        })??;
+        conn.close().await?;
+        Ok(())
+    }
 }

@@ -113,6 +113,13 @@ impl Worker {
         self
     }
 
+    /// Also forward dead tasks to the SQS queue `queue_name`, reached in the background: the
+    /// worker claims and runs tasks whatever SQS does, dead letters wait in Redis meanwhile.
+    pub fn with_dlq_queue(mut self, queue_name: impl Into<String>) -> Self {
+        self.services = self.services.dlq_forwarder_connecting(queue_name);
+        self
+    }
+
     /// Before the first claim, make sure Redis holds its state (rebuilt from `store`, or by
     /// another process) without running the audit writer here.
     pub fn settling_with(mut self, store: Store) -> Self {
@@ -130,11 +137,24 @@ impl Worker {
 
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
         let Worker { engine, registry, cfg, services, store, stats } = self;
-        if let Some(store) = &store {
-            chronos_core::reconcile::settle_before_claiming(&engine, store, &cfg.worker_id).await;
-        }
-        for q in &cfg.queues {
-            engine.register_queue(q).await?;
+        tokio::pin!(shutdown);
+        // A stop during start-up (settling may wait for another process's rebuild) stops here:
+        // nothing was claimed yet, so nothing needs handing back.
+        let start_up = async {
+            if let Some(store) = &store {
+                chronos_core::reconcile::settle_before_claiming(&engine, store, &cfg.worker_id).await;
+            }
+            for q in &cfg.queues {
+                engine.register_queue(q).await?;
+            }
+            Ok::<(), chronos_core::Error>(())
+        };
+        tokio::select! {
+            r = start_up => r?,
+            _ = &mut shutdown => {
+                tracing::info!(worker = %cfg.worker_id, "stopped during start-up");
+                return Ok(());
+            }
         }
         let (record_tx, record_rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(recorder::run_recorder(engine.clone(), cfg.worker_id.clone(), stats.clone(), record_rx));
