@@ -8,9 +8,11 @@
 //! to the audit writer, however many people watch.
 //!
 //! What it does not promise: the audit writer deletes entries once they are in Postgres, so an
-//! entry appended and deleted while this reader is between two reads is never seen, and enqueue
-//! appends nothing (a new task is a Postgres row first). Events are a prompt to look again,
-//! never the record: whoever shows state reads it from Redis and Postgres.
+//! entry appended and deleted while this reader is between two reads is never seen. The reader
+//! notices (the stream's `entries-added` counter grew by more than it read) and says which
+//! queues missed events ([`Batch::missed`]). Enqueue appends nothing (a new task is a Postgres
+//! row first). Events are a prompt to look again, never the record: whoever shows state reads
+//! it from Redis and Postgres.
 //!
 //! On a Redis Cluster the streams of one `XREAD` must share a slot; there, run one reader per
 //! queue (each queue's keys share its hash tag).
@@ -150,11 +152,34 @@ pub fn decode(queue: &str, fields: &HashMap<String, Value>) -> Vec<TaskEvent> {
     vec![event(id, single, attempt, error)]
 }
 
+/// What one read found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub events: Vec<TaskEvent>,
+    /// Queues whose stream had entries deleted (drained by the audit writer) before this
+    /// reader saw them, with how many: whoever shows those queues should look again.
+    pub missed: Vec<(String, u64)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.missed.is_empty()
+    }
+}
+
+struct Cursor {
+    queue: String,
+    /// The id of the last entry seen.
+    last: String,
+    /// The stream's `entries-added` counter at `last`, and entries read since then.
+    added: u64,
+    read: u64,
+}
+
 /// Follows every queue's outbox stream and publishes what it decodes.
 pub struct EventReader {
     engine: Engine,
-    /// Per stream key: (queue, the id of the last entry seen).
-    cursors: HashMap<String, (String, String)>,
+    cursors: HashMap<String, Cursor>,
     listed: Option<Instant>,
 }
 
@@ -163,11 +188,11 @@ impl EventReader {
         EventReader { engine, cursors: HashMap::new(), listed: None }
     }
 
-    /// Read until `stop` turns true, sending each read's events as one batch (never an empty
-    /// one). A full channel drops its oldest batches for the receivers that lag, which is the
-    /// receivers' business: the reader never waits for them. Redis errors are logged and the
-    /// connection is made again.
-    pub async fn run(mut self, tx: broadcast::Sender<std::sync::Arc<Vec<TaskEvent>>>, mut stop: watch::Receiver<bool>) {
+    /// Read until `stop` turns true, sending each read's findings as one batch (never an
+    /// empty one). A full channel drops its oldest batches for the receivers that lag, which
+    /// is the receivers' business: the reader never waits for them. Redis errors are logged
+    /// and the connection is made again.
+    pub async fn run(mut self, tx: broadcast::Sender<std::sync::Arc<Batch>>, mut stop: watch::Receiver<bool>) {
         let mut conn: Option<MultiplexedConnection> = None;
         while !*stop.borrow() {
             if conn.is_none() {
@@ -186,8 +211,8 @@ impl EventReader {
                 _ = stop.changed() => return,
             };
             match read {
-                Ok(events) if !events.is_empty() => {
-                    let _ = tx.send(std::sync::Arc::new(events));
+                Ok(batch) if !batch.is_empty() => {
+                    let _ = tx.send(std::sync::Arc::new(batch));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -199,39 +224,83 @@ impl EventReader {
         }
     }
 
-    /// One blocking read over every known queue's outbox; the events it found, in stream order
-    /// per queue.
-    pub async fn read_once(&mut self, conn: &mut MultiplexedConnection) -> Result<Vec<TaskEvent>> {
+    /// One blocking read over every known queue's outbox: the events found, in stream order
+    /// per queue, and the queues where entries went by unseen.
+    pub async fn read_once(&mut self, conn: &mut MultiplexedConnection) -> Result<Batch> {
         if self.listed.is_none_or(|t| t.elapsed() >= RELIST) {
             self.relist(conn).await?;
         }
         if self.cursors.is_empty() {
             tokio::time::sleep(BLOCK).await;
-            return Ok(Vec::new());
+            return Ok(Batch::default());
         }
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(COUNT).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
-        let keys: Vec<&String> = self.cursors.keys().collect();
+        let keys: Vec<String> = self.cursors.keys().cloned().collect();
         for k in &keys {
-            cmd.arg(*k);
+            cmd.arg(k);
         }
         for k in &keys {
-            cmd.arg(&self.cursors[*k].1);
+            cmd.arg(&self.cursors[k].last);
         }
         let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
-        let mut out = Vec::new();
+        let mut out = Batch::default();
+        let mut read = HashMap::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some((queue, cursor)) = self.cursors.get_mut(&stream.key) else { continue };
+            let Some(c) = self.cursors.get_mut(&stream.key) else { continue };
             for entry in &stream.ids {
-                out.extend(decode(queue, &entry.map));
-                cursor.clone_from(&entry.id);
+                out.events.extend(decode(&c.queue, &entry.map));
+                c.last.clone_from(&entry.id);
             }
+            read.insert(stream.key.clone(), stream.ids.len() as u64);
         }
+        out.missed = self.count_missed(conn, &keys, &read).await?;
         Ok(out)
     }
 
+    /// Compare what each stream says was added with what was read. Once this reader is at
+    /// the stream's last generated entry (or nothing is left between it and there), every
+    /// entry added and not read was deleted unseen.
+    async fn count_missed(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        keys: &[String],
+        read: &HashMap<String, u64>,
+    ) -> Result<Vec<(String, u64)>> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("XINFO").arg("STREAM").arg(k);
+        }
+        let Ok(infos) = pipe.query_async::<Vec<Value>>(conn).await else { return Ok(Vec::new()) };
+        let mut missed = Vec::new();
+        for (k, info) in keys.iter().zip(infos) {
+            let (Some(added), Some(last)) = (field_u64(&info, "entries-added"), field_str(&info, "last-generated-id")) else { continue };
+            let Some(c) = self.cursors.get_mut(k) else { continue };
+            let n = read.get(k).copied().unwrap_or(0);
+            c.read += n;
+            let caught_up = c.last == last || {
+                n == 0 && {
+                    let rest: redis::streams::StreamRangeReply =
+                        redis::cmd("XRANGE").arg(k).arg(format!("({}", c.last)).arg(&last).arg("COUNT").arg(1).query_async(conn).await?;
+                    rest.ids.is_empty()
+                }
+            };
+            if !caught_up {
+                continue;
+            }
+            let gone = added.saturating_sub(c.added).saturating_sub(c.read);
+            if gone > 0 {
+                missed.push((c.queue.clone(), gone));
+            }
+            c.last = last;
+            c.added = added;
+            c.read = 0;
+        }
+        Ok(missed)
+    }
+
     /// Learn queues registered since the last look; a new queue's stream is followed from its
-    /// newest entry (or from the start when it has none: every later entry is new).
+    /// last generated entry (or from the start when it has none yet: every entry is new).
     async fn relist(&mut self, conn: &mut MultiplexedConnection) -> Result<()> {
         self.listed = Some(Instant::now());
         for q in self.engine.queues().await? {
@@ -239,14 +308,32 @@ impl EventReader {
             if self.cursors.contains_key(&key) {
                 continue;
             }
-            // The newest entry still there; none means every later entry is new ("0-0").
-            let newest: redis::streams::StreamRangeReply =
-                redis::cmd("XREVRANGE").arg(&key).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
-            let end = newest.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into());
-            self.cursors.insert(key, (q, end));
+            let info: Option<Value> = redis::cmd("XINFO").arg("STREAM").arg(&key).query_async(conn).await.ok();
+            let last = info.as_ref().and_then(|i| field_str(i, "last-generated-id")).unwrap_or_else(|| "0-0".into());
+            let added = info.as_ref().and_then(|i| field_u64(i, "entries-added")).unwrap_or(0);
+            self.cursors.insert(key, Cursor { queue: q, last, added, read: 0 });
         }
         Ok(())
     }
+}
+fn field(info: &Value, name: &str) -> Option<Value> {
+    match info {
+        Value::Array(kv) => {
+            kv.chunks(2).find(|p| redis::from_redis_value::<String>(p[0].clone()).ok().as_deref() == Some(name)).map(|p| p[1].clone())
+        }
+        Value::Map(kv) => {
+            kv.iter().find(|(k, _)| redis::from_redis_value::<String>(k.clone()).ok().as_deref() == Some(name)).map(|(_, v)| v.clone())
+        }
+        _ => None,
+    }
+}
+
+fn field_u64(info: &Value, name: &str) -> Option<u64> {
+    field(info, name).and_then(|v| redis::from_redis_value(v).ok())
+}
+
+fn field_str(info: &Value, name: &str) -> Option<String> {
+    field(info, name).and_then(|v| redis::from_redis_value(v).ok())
 }
 
 #[cfg(test)]

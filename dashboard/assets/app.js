@@ -64,6 +64,7 @@
         var cur = document.getElementById(id);
         if (fresh && cur) {
           cur.replaceWith(fresh);
+          applyLatest(fresh);
           relTimes(fresh);
           bindForms(fresh);
         }
@@ -71,30 +72,54 @@
       .catch(function () {})
       .then(function () { regionBusy[id] = false; });
   }
-  function refreshAll() { $$('[data-region]').forEach(function (el) { refreshRegion(el, true); }); }
+  // After a gap: now, and once more when the audit record has caught up with Redis.
+  var resyncLater;
+  function refreshAll() {
+    $$('[data-region]').forEach(function (el) { refreshRegion(el); });
+    clearTimeout(resyncLater);
+    resyncLater = setTimeout(function () { $$('[data-region]').forEach(function (el) { refreshRegion(el, true); }); }, 1500);
+  }
   function refreshOn(kind) {
     $$('[data-refresh-on]').forEach(function (el) {
       if (el.getAttribute('data-refresh-on').split(' ').indexOf(kind) >= 0) refreshRegion(el);
     });
   }
 
+  // The newest status each task's events told, so a region fetched from a server whose audit
+  // record still trails Redis does not put an older status back.
+  var latest = {};
+  function showStatus(row, s, a) {
+    var b = $('[data-status]', row);
+    if (b && b.textContent !== s) {
+      b.textContent = s;
+      b.className = 'badge s-' + s;
+      flash(row);
+    }
+    var at = $('[data-attempts]', row);
+    if (at && a && Number(at.textContent) < a) at.textContent = a;
+  }
+  function applyLatest(el) {
+    $$('[data-task]', el).forEach(function (row) {
+      var l = latest[row.getAttribute('data-task')];
+      if (l) showStatus(row, l.s, l.a);
+    });
+  }
   function onTasks(events) {
     var page = $('[data-task-page]');
+    var mine = false;
     events.forEach(function (ev) {
       if (ev.s) {
-        $$('[data-task="' + ev.id + '"]').forEach(function (row) {
-          var b = $('[data-status]', row);
-          if (b && b.textContent !== ev.s) {
-            b.textContent = ev.s;
-            b.className = 'badge s-' + ev.s;
-            flash(row);
-          }
-          var at = $('[data-attempts]', row);
-          if (at && ev.a && Number(at.textContent) < ev.a) at.textContent = ev.a;
-        });
+        latest[ev.id] = { s: ev.s, a: ev.a };
+        $$('[data-task="' + ev.id + '"]').forEach(function (row) { showStatus(row, ev.s, ev.a); });
       }
-      if (page && page.getAttribute('data-task-page') === ev.id) refreshRegion(page);
+      if (page && page.getAttribute('data-task-page') === ev.id) mine = true;
     });
+    if (mine) {
+      // Now, and once more when the audit record (attempts, errors) has caught up.
+      refreshRegion(page);
+      clearTimeout(page._later);
+      page._later = setTimeout(function () { var p = $('[data-task-page]'); if (p) refreshRegion(p, true); }, 1500);
+    }
     refreshOn('tasks');
   }
 
@@ -164,7 +189,8 @@
   }
   function connect() {
     if (es) es.close();
-    es = new EventSource('/events');
+    var since = document.body.getAttribute('data-since');
+    es = new EventSource('/events' + (since ? '?since=' + encodeURIComponent(since) : ''));
     es.addEventListener('open', function () { setLive('on', 'Live'); });
     es.addEventListener('hello', function () { setLive('on', 'Live'); });
     es.addEventListener('tasks', function (e) { onTasks(JSON.parse(e.data)); });

@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chronos_core::Chronos;
 use chronos_core::access::Permission;
 use chronos_core::client::QueueSummary;
-use chronos_core::events::{EventReader, TaskEvent};
+use chronos_core::events::{Batch, EventReader, TaskEvent};
 use chronos_core::history;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Value, json};
@@ -47,6 +47,8 @@ pub const FAST: Duration = Duration::from_millis(250);
 pub const FULL: Duration = Duration::from_secs(2);
 /// After activity, one more full refresh this much later (Postgres trails Redis).
 const TRAILING: Duration = Duration::from_millis(800);
+/// How far back a freshly rendered page replays the stream ([`Live::cursor`]).
+const REPLAY_ON_LOAD: Duration = Duration::from_secs(5);
 /// A batch of more task events than this becomes a `resync` (pages fetch their rows again).
 const MAX_EVENTS_PER_FRAME: usize = 2000;
 
@@ -60,6 +62,7 @@ pub struct Frame {
     pub redacted: Option<String>,
     /// Only sessions whose role allows this get the frame.
     pub needs: Option<Permission>,
+    pub at: Instant,
 }
 
 pub struct Live {
@@ -89,13 +92,25 @@ impl Live {
         let mut ring = self.ring.lock().unwrap();
         // Numbered under the ring's lock, so the ring is in order.
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let f = Arc::new(Frame { seq, event, data, redacted, needs });
+        let f = Arc::new(Frame { seq, event, data, redacted, needs, at: Instant::now() });
         if ring.len() == RING {
             ring.pop_front();
         }
         ring.push_back(f.clone());
         drop(ring);
         let _ = self.tx.send(f);
+    }
+
+    /// Where a page rendered now should start its stream, as an event id (`<boot>-<seq>`): a
+    /// few seconds back, not at the end. Postgres trails Redis (a task that finished a moment
+    /// ago may still read as queued there once Redis forgot it), so the page replays the
+    /// last moments' transitions on top of what it rendered; replaying is harmless, events
+    /// arrive in order and the newest status wins.
+    pub fn cursor(&self) -> String {
+        let ring = self.ring.lock().unwrap();
+        let recent = Instant::now() - REPLAY_ON_LOAD;
+        let from = ring.iter().rev().take_while(|f| f.at >= recent).last().map(|f| f.seq - 1);
+        format!("{}-{}", self.boot, from.unwrap_or_else(|| self.seq.load(Ordering::SeqCst)))
     }
 
     /// Browsers connected now.
@@ -117,7 +132,7 @@ impl Live {
     /// refresher; they stop when `stop` turns true.
     pub fn start(self: &Arc<Self>, chronos: Chronos) {
         let stop = self.stop.clone();
-        let (tx, mut rx) = broadcast::channel::<Arc<Vec<TaskEvent>>>(64);
+        let (tx, mut rx) = broadcast::channel::<Arc<Batch>>(64);
         tokio::spawn(EventReader::new(chronos.engine.clone()).run(tx, stop.clone()));
         let live = self.clone();
         let mut pump_stop = stop.clone();
@@ -125,7 +140,16 @@ impl Live {
             loop {
                 let batch = tokio::select! { b = rx.recv() => b, _ = pump_stop.changed() => return };
                 match batch {
-                    Ok(events) => live.publish_tasks(&events),
+                    Ok(batch) => {
+                        if !batch.events.is_empty() {
+                            live.publish_tasks(&batch.events);
+                        }
+                        if !batch.missed.is_empty() {
+                            // Transitions went by unseen: pages showing these queues look again.
+                            let queues: Vec<&str> = batch.missed.iter().map(|(q, _)| q.as_str()).collect();
+                            live.publish("resync", json!({ "queues": queues }).to_string(), None, None);
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => live.publish("resync", "{}".into(), None, None),
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
@@ -248,15 +272,22 @@ fn sse(f: &Frame, s: &Session, boot: &str) -> Option<Event> {
     Some(Event::default().id(format!("{boot}-{}", f.seq)).event(f.event).data(data))
 }
 
-/// `GET /events`: the live stream for a signed-in browser.
-pub async fn events(State(state): State<DashState>, s: Session, headers: HeaderMap) -> Response {
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Since {
+    /// Where the page's data was read (its `data-since`): the stream replays from there.
+    since: Option<String>,
+}
+
+/// `GET /events`: the live stream for a signed-in browser. It resumes from `Last-Event-ID`
+/// (a reconnect) or else from `?since=` (the page's first connection).
+pub async fn events(State(state): State<DashState>, s: Session, headers: HeaderMap, Query(q): Query<Since>) -> Response {
     // Subscribe first: a frame published while the snapshot is read is not lost.
     let rx = state.live.subscribe();
     let live = state.live.clone();
     let mut first: Vec<Event> =
         vec![Event::default().event("hello").data(json!({ "boot": live.boot }).to_string()).retry(Duration::from_secs(1))];
     let mut sent = live.seq.load(Ordering::SeqCst);
-    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('-'));
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).or(q.since.as_deref()).and_then(|v| v.split_once('-'));
     if let Some((boot, seq)) = last {
         match (boot == live.boot).then(|| seq.parse::<u64>().ok()).flatten().and_then(|n| live.since(n).map(|f| (n, f))) {
             Some((n, frames)) => {

@@ -38,7 +38,9 @@ fn head(title: &str) -> Markup {
 }
 
 /// A whole page for a signed-in operator. A shown flash message is cleared by the response.
-pub fn page(s: &Session, nav: Nav, title: &str, flash: &Flash, body: Markup) -> Response {
+/// `since`: the live stream's position when the page's data was read ([`crate::live::Live::cursor`]),
+/// so the page's stream starts from there and misses nothing that happened meanwhile.
+pub fn page(s: &Session, nav: Nav, title: &str, flash: &Flash, since: &str, body: Markup) -> Response {
     let item = |n: Nav, href: &str, label: &str, perm: Permission| {
         html! {
             @if s.may(perm) {
@@ -52,7 +54,7 @@ pub fn page(s: &Session, nav: Nav, title: &str, flash: &Flash, body: Markup) -> 
         (DOCTYPE)
         html lang="en" {
             (head(title))
-            body data-role=(s.caller.role.as_str()) {
+            body data-role=(s.caller.role.as_str()) data-since=(since) {
                 header.topbar {
                     a.brand href="/" { (PreEscaped(LOGO)) span { "Chronos" } }
                     nav.mainnav {

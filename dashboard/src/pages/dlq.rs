@@ -128,6 +128,7 @@ fn job_row(j: &Job) -> Markup {
 
 pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Query(p): Query<DlqParams>) -> Result<Response, PageError> {
     s.require(Permission::DlqRead)?;
+    let since = state.live.cursor();
     let queue = Some(p.queue.trim().to_owned()).filter(|q| !q.is_empty());
     let groups = history::dead_groups(&state.chronos.store, queue.as_deref(), 100).await?;
     let total: i64 = groups.iter().map(|g| g.count).sum();
@@ -177,7 +178,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Quer
         }
         p.muted.note { "Grouped by the first line of each task's last error. Redriving queues a task again with a fresh attempt budget and removes its SQS message." }
     };
-    Ok(ui::page(&s, Nav::Dlq, "Dead letters", &flash, body))
+    Ok(ui::page(&s, Nav::Dlq, "Dead letters", &flash, &since, body))
 }
 
 #[derive(Debug, Deserialize)]

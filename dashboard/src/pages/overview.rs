@@ -90,6 +90,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> R
         // A producer reads its own tasks and nothing else.
         return Ok(Redirect::to("/tasks").into_response());
     }
+    let since = state.live.cursor();
     let (qs, minutes) = tokio::join!(state.chronos.queues(), history::throughput(&state.chronos.store, CHART_MINUTES));
     let (qs, minutes) = (qs?, minutes?);
     let total = |f: fn(&QueueSummary) -> i64| qs.iter().map(f).sum::<i64>();
@@ -116,7 +117,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> R
             div data-region="queues-wrap" #queues-wrap { (queue_rows(&s, &qs)) }
         }
     };
-    Ok(ui::page(&s, Nav::Overview, "Overview", &flash, body))
+    Ok(ui::page(&s, Nav::Overview, "Overview", &flash, &since, body))
 }
 
 async fn set_paused(state: &DashState, s: &Session, queue: &str, f: &ActionForm, paused: bool) -> Result<String, PageError> {

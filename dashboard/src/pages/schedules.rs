@@ -90,6 +90,7 @@ fn row(s: &Session, sc: &ScheduleRecord, rs: &[TaskRecord]) -> Markup {
 
 pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> Result<Response, PageError> {
     s.require(Permission::SchedulesRead)?;
+    let since = state.live.cursor();
     let list = state.scheduler.list(None, 500).await?;
     let mut with_runs = Vec::with_capacity(list.len());
     for sc in list {
@@ -114,7 +115,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> R
             }
         }
     };
-    Ok(ui::page(&s, Nav::Schedules, "Schedules", &flash, body))
+    Ok(ui::page(&s, Nav::Schedules, "Schedules", &flash, &since, body))
 }
 
 fn parse_id(id: &str) -> Result<Uuid, PageError> {

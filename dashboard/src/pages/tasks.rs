@@ -127,6 +127,7 @@ pub fn task_row(t: &TaskRecord) -> Markup {
 
 pub async fn list(State(state): State<DashState>, s: Session, flash: Flash, Query(p): Query<ListParams>) -> Result<Response, PageError> {
     s.require(Permission::TasksRead)?;
+    let since = state.live.cursor();
     let (page, problem) = match p.filter() {
         Ok(f) => {
             let page = state.chronos.task_page(&s.caller, f).await?;
@@ -183,7 +184,7 @@ pub async fn list(State(state): State<DashState>, s: Session, flash: Flash, Quer
             }
         }
     };
-    let mut r = ui::page(&s, Nav::Tasks, "Tasks", &flash, body);
+    let mut r = ui::page(&s, Nav::Tasks, "Tasks", &flash, &since, body);
     if problem.is_some() {
         *r.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
     }
@@ -259,6 +260,7 @@ fn attempt_item(a: &AttemptRecord, longest: i64) -> Markup {
 
 pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Path(id): Path<String>) -> Result<Response, PageError> {
     s.require(Permission::TasksRead)?;
+    let since = state.live.cursor();
     let id = parse_id(&id)?;
     let t = state.chronos.task(&s.caller, id).await?;
     let (attempts, actions) = tokio::join!(state.chronos.attempts(&s.caller, id), state.chronos.manual_actions(&s.caller, id));
@@ -342,7 +344,7 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
             }
         }
     };
-    Ok(ui::page(&s, Nav::Tasks, &t.name, &flash, body))
+    Ok(ui::page(&s, Nav::Tasks, &t.name, &flash, &since, body))
 }
 
 async fn act(state: &DashState, s: &Session, id: &str, f: &ActionForm, action: &str) -> Result<String, PageError> {
