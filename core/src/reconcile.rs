@@ -9,7 +9,8 @@
 //! Postgres with `restore.lua`, which leaves alone any task already in Redis. The first worker
 //! of a new namespace does the same and finds nothing to restore. Workers starting up wait for
 //! the rebuild before they claim ([`settle_before_claiming`]); after a data loss in mid-run,
-//! tasks that complete while the rebuild runs may run once more (at-least-once).
+//! tasks that complete while the rebuild runs may run once more (at-least-once). An attempt that
+//! was running when Redis lost its data is closed in Postgres as `lost`: no attempt stays open.
 
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
             let k = engine.keys(&queue);
             let mut inv = RESTORE.call(&k);
             inv.arg(rows.len());
+            let attempts: std::collections::HashMap<String, i32> =
+                rows.iter().map(|r| (r.get::<Uuid, _>("id").to_string(), r.get::<i32, _>("attempts"))).collect();
             for r in rows {
                 let backoff: serde_json::Value = r.get("backoff");
                 let backoff = serde_json::from_value::<crate::model::Backoff>(backoff).unwrap_or_default();
@@ -127,14 +130,38 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
                 };
             }
             let mut conn = engine.connection();
-            let n: usize = inv.invoke_async(&mut conn).await?;
-            restored += n;
+            let ids: Vec<String> = inv.invoke_async(&mut conn).await?;
+            restored += ids.len();
+            let lost: Vec<(Uuid, i32)> = ids.iter().filter_map(|id| Some((id.parse().ok()?, *attempts.get(id)?))).collect();
+            close_lost_attempts(store, &lost).await?;
         }
         if !full_page {
             break;
         }
     }
     Ok(restored)
+}
+
+/// Every attempt ends with an outcome: a restored task was absent from Redis, so no lease of it
+/// exists any more and an attempt of it still open in Postgres can never report. It is closed
+/// as `lost`, as the reaper closes an attempt whose worker died. Only attempts up to the count
+/// the rebuild read (`(id, attempts)`): the restored task may already run its next attempt.
+async fn close_lost_attempts(store: &Store, lost: &[(Uuid, i32)]) -> Result<()> {
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let (ids, upto): (Vec<Uuid>, Vec<i32>) = lost.iter().copied().unzip();
+    sqlx::query(
+        "UPDATE task_attempts a SET finished_at = now(), outcome = 'lost',
+                error = COALESCE(a.error, 'Redis lost its data while this attempt ran; the task was rebuilt from Postgres and runs again')
+         FROM UNNEST($1::uuid[], $2::int4[]) AS l(id, upto)
+         WHERE a.task_id = l.id AND a.attempt <= l.upto AND a.finished_at IS NULL",
+    )
+    .bind(&ids)
+    .bind(&upto)
+    .execute(store.pool())
+    .await?;
+    Ok(())
 }
 
 /// Before a worker starts claiming: make sure Redis holds the namespace's state, rebuilding it

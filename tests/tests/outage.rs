@@ -157,3 +157,48 @@ async fn when_redis_loses_all_its_data_the_queues_are_rebuilt_from_postgres_and_
     w.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_running_when_redis_loses_its_data_are_closed_as_lost_so_every_attempt_has_an_outcome() {
+    let redis = chronos_tests::PrivateRedis::start();
+    let env = TestEnv::with_redis(&redis.url()).await;
+    let mut cfg = worker_config(&["default"]);
+    cfg.concurrency = 8;
+    let w = start_worker(&env, diag_registry(), cfg, None);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(env.client.enqueue(NewTask::new("sleep", json!({ "ms": 1500 }))).await.unwrap().id);
+    }
+    let started = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM task_attempts WHERE started_at IS NOT NULL AND finished_at IS NULL")
+            .fetch_one(env.store.pool())
+            .await
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(10), "every attempt recorded as started in Postgres", || async { started().await == 8 }).await;
+
+    let mut conn = env.engine.connection();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    wait_until(Duration::from_secs(30), "every task completed after the rebuild", || async {
+        let mut all = true;
+        for id in &ids {
+            all &= env.status(*id).await == "completed";
+        }
+        all
+    })
+    .await;
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE finished_at IS NULL OR outcome IS NULL")
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "no attempt stays open after the rebuild");
+    for id in &ids {
+        let attempts = env.store.attempts(*id).await.unwrap();
+        assert_eq!(attempts[0].outcome.as_deref(), Some("lost"), "the attempt Redis lost is recorded as lost: {attempts:?}");
+        assert!(attempts[0].error.as_deref().unwrap_or_default().contains("Redis lost its data"), "{attempts:?}");
+        assert_eq!(attempts.last().unwrap().outcome.as_deref(), Some("completed"), "{attempts:?}");
+    }
+    w.stop().await;
+    env.cleanup().await;
+}

@@ -7,11 +7,11 @@
 --         id, name, payload, priority, attempts, max_attempts, backoff, timeout_ms,
 --         idempotency key, status (Postgres), run_at (epoch ms), and for a schedule's occurrence
 --         with an overlap guard its schedule id and overlap code (see enqueue.lua; "" = none)
--- Returns: how many tasks were restored
+-- Returns: the ids of the tasks restored (those Redis did not hold)
 local ready, delayed, retry, dead, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local restored = 0
+local restored = {}
 for i = 0, n - 1 do
   local b = 2 + i * 13
   local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
@@ -40,8 +40,8 @@ for i = 0, n - 1 do
     end
     redis.call('SET', payload_key(prefix, id), payload)
     redis.call('ZADD', set, score, id)
-    restored = restored + 1
+    restored[#restored + 1] = id
   end
 end
-if restored > 0 then wake_one(wake) end
+if #restored > 0 then wake_one(wake) end
 return restored
