@@ -1,0 +1,581 @@
+//! The work of `scripts/chaos`: each scenario runs real `chronos worker` processes against a
+//! Redis of its own (a `redis-server` it starts on a free port, and kills, restarts or flushes)
+//! and a fresh Postgres database, breaks something while tasks run, then waits until every
+//! accepted task is terminal. It prints one line of figures per scenario and, last, one JSON
+//! line keyed by scenario; it exits non-zero when a task was lost (accepted and not terminal at
+//! the end), and for `flushall` when a task ran again after it had completed.
+//!
+//! ```text
+//! cargo build -p chronos-cli -p chronos-tests --bin chronos --example chaos
+//! target/debug/examples/chaos --chronos-bin target/debug/chronos [--quick] [--only sigkill,flushall] [--json FILE]
+//! ```
+//!
+//! Figures: `accepted` (tasks `Chronos::enqueue_batch` accepted), `completed`, `cancelled`, `dead`
+//! (their status in Postgres at the end), `duplicates` (handler runs that succeeded beyond the
+//! first per task: every task calls this program's own HTTP endpoint through the `http` handler,
+//! which counts the 2xx answers it gave each task), `lost`, and `recover_ms`: the worst time,
+//! over the faults of the scenario, from the fault to the next handler run that succeeded.
+//!
+//! Scenarios, in order: `sigkill` (3 worker processes, one SIGKILLed every second and started
+//! again, for the whole run), `redis-restart-aof` and `redis-restart-empty` (Redis SIGKILLed in
+//! mid-run and started again on the same port, with AOF `appendfsync everysec` and with no
+//! persistence at all; the workers are never restarted), `flushall` (`FLUSHALL` in mid-run while
+//! a producer keeps enqueuing and workers keep completing), `sqs-cut` (the SQS emulator cut off
+//! through a TCP proxy while tasks exhaust their retries; afterwards every dead task's message
+//! must arrive exactly once).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chronos_core::{Backoff, Chronos, Engine, NewTask, Store};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const QUEUE: &str = "chaos";
+
+struct Opts {
+    chronos_bin: PathBuf,
+    quick: bool,
+    only: Option<Vec<String>>,
+    json: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts { chronos_bin: PathBuf::new(), quick: false, only: None, json: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--chronos-bin" => o.chronos_bin = args.next().context("--chronos-bin needs a path")?.into(),
+            "--json" => o.json = Some(args.next().context("--json needs a path")?.into()),
+            "--only" => o.only = Some(args.next().context("--only needs a list")?.split(',').map(str::to_owned).collect()),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if !o.chronos_bin.exists() {
+        bail!("--chronos-bin {:?} not found (cargo build -p chronos-cli)", o.chronos_bin);
+    }
+    Ok(o)
+}
+
+/// What the handlers' HTTP endpoint saw: per task index, the successful runs, and when.
+#[derive(Default)]
+struct Hits {
+    runs: HashMap<u64, u32>,
+    /// When each task's successful runs started (for where duplicates come from).
+    starts: HashMap<u64, Vec<Instant>>,
+    at: Vec<Instant>,
+}
+
+type SharedHits = Arc<Mutex<Hits>>;
+
+/// The endpoint every task's `http` handler calls: `POST /hit` with `{"i": n, "ms": m}`; it
+/// waits `m` ms (so kills land on running attempts), counts the run and answers 200.
+async fn start_hit_server() -> Result<(u16, SharedHits)> {
+    let hits: SharedHits = Default::default();
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/hit",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let h = h.clone();
+            async move {
+                let started = Instant::now();
+                let ms = body["ms"].as_u64().unwrap_or(0);
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let mut g = h.lock().unwrap();
+                let i = body["i"].as_u64().unwrap_or(u64::MAX);
+                *g.runs.entry(i).or_default() += 1;
+                g.starts.entry(i).or_default().push(started);
+                g.at.push(Instant::now());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((port, hits))
+}
+
+/// A `redis-server` of the scenario's own, which it may kill and start again on the same port
+/// and directory (so an AOF survives the restart).
+struct RedisProc {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl RedisProc {
+    fn start(args: &[&str]) -> Result<RedisProc> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let dir = std::env::temp_dir().join(format!("chronos-chaos-redis-{port}-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir)?;
+        let mut r = RedisProc { port, dir, args: args.iter().map(|s| s.to_string()).collect(), child: None };
+        r.spawn()?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir", self.dir.to_str().unwrap()])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("redis-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = redis::Client::open(self.url().as_str())?.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server on port {} did not answer", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One scenario's database, namespace, Redis and clients.
+struct Env {
+    bin: PathBuf,
+    redis: RedisProc,
+    database: String,
+    database_url: String,
+    admin_url: String,
+    namespace: String,
+    store: Store,
+    client: Chronos,
+    aws_endpoint: String,
+}
+
+impl Env {
+    async fn new(bin: &std::path::Path, redis: RedisProc) -> Result<Env> {
+        let admin_url = chronos_tests::admin_database_url();
+        let database = format!("chronos_chaos_{:08x}", rand::random::<u32>());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("connect to Postgres")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
+        let _ = admin.close().await;
+        let database_url = format!("{}/{database}", &admin_url[..admin_url.rfind('/').context("DATABASE_URL")?]);
+        let store = Store::connect(&database_url).await?;
+        store.migrate().await?;
+        let namespace = format!("chaos{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let engine = Engine::connect(&redis.url(), &namespace).await?;
+        // A running deployment: the Redis-state check has passed once.
+        chronos_core::reconcile::ensure_redis_state(&engine, &store, "chaos").await?;
+        let client = Chronos::new(engine, store.clone(), 256 * 1024, Duration::from_secs(3600));
+        Ok(Env {
+            bin: bin.to_owned(),
+            redis,
+            database,
+            database_url,
+            admin_url,
+            namespace,
+            store,
+            client,
+            aws_endpoint: chronos_tests::aws_endpoint(),
+        })
+    }
+
+    fn dlq_name(&self) -> String {
+        format!("chronos-dlq-{}", self.namespace)
+    }
+
+    /// `chronos worker` on this scenario's Redis, database and namespace.
+    fn worker(&self, name: &str, extra: &[(&str, String)]) -> Result<tokio::process::Child> {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("worker").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Ok(dir) = std::env::var("CHRONOS_CHAOS_LOGS") {
+            cmd.stderr(std::fs::File::create(PathBuf::from(dir).join(format!("{}-{name}.log", self.namespace)))?);
+        }
+        cmd.envs([
+            ("REDIS_URL", self.redis.url()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("CHRONOS_NAMESPACE", self.namespace.clone()),
+            ("CHRONOS_DLQ_QUEUE", self.dlq_name()),
+            ("CHRONOS_QUEUES", QUEUE.to_owned()),
+            ("CHRONOS_WORKER_ID", name.to_owned()),
+            ("CHRONOS_CONCURRENCY", "8".to_owned()),
+            ("CHRONOS_LEASE_MS", "2000".to_owned()),
+            ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("CHRONOS_LOG", "info".to_owned()),
+        ]);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.spawn().context("spawn chronos worker")
+    }
+
+    /// Enqueue `n` tasks that call the hit endpoint (indices from `first`); returns how many
+    /// were accepted.
+    async fn enqueue_hits(&self, port: u16, first: u64, n: u64, ms: u64) -> Result<u64> {
+        let mut accepted = 0;
+        let mut i = first;
+        while i < first + n {
+            let end = (i + 500).min(first + n);
+            let batch: Vec<NewTask> = (i..end)
+                .map(|i| {
+                    NewTask::new("http", json!({"url": format!("http://127.0.0.1:{port}/hit"), "body": {"i": i, "ms": ms}}))
+                        .queue(QUEUE)
+                        .max_attempts(25)
+                        .backoff(Backoff::fixed(Duration::from_millis(200)))
+                })
+                .collect();
+            accepted += self.client.enqueue_batch(batch).await?.len() as u64;
+            i = end;
+        }
+        Ok(accepted)
+    }
+
+    async fn counts(&self) -> Result<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status").fetch_all(self.store.pool()).await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Wait until every accepted task is terminal in Postgres (or `limit` passes).
+    async fn settle(&self, accepted: u64, limit: Duration) -> Result<HashMap<String, i64>> {
+        let start = Instant::now();
+        loop {
+            let c = self.counts().await?;
+            let terminal: i64 = ["completed", "cancelled", "dead"].iter().map(|s| c.get(*s).copied().unwrap_or(0)).sum();
+            if terminal as u64 >= accepted || start.elapsed() > limit {
+                return Ok(c);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn cleanup(self) {
+        self.store.pool().close().await;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+/// One scenario's figures.
+#[derive(Default)]
+struct Figures {
+    accepted: u64,
+    completed: i64,
+    cancelled: i64,
+    dead: i64,
+    duplicates: u64,
+    lost: i64,
+    recover_ms: u64,
+    extra: serde_json::Map<String, Value>,
+}
+
+impl Figures {
+    fn from_counts(accepted: u64, c: &HashMap<String, i64>, hits: &SharedHits, faults: &[Instant]) -> Figures {
+        let get = |s: &str| c.get(s).copied().unwrap_or(0);
+        let (completed, cancelled, dead) = (get("completed"), get("cancelled"), get("dead"));
+        let h = hits.lock().unwrap();
+        let duplicates = h.runs.values().map(|n| n.saturating_sub(1) as u64).sum();
+        let mut at = h.at.clone();
+        at.sort();
+        let recover_ms = faults
+            .iter()
+            .map(|f| {
+                let next = at.partition_point(|t| t <= f);
+                at.get(next).map_or(u64::MAX, |t| t.duration_since(*f).as_millis() as u64)
+            })
+            .max()
+            .unwrap_or(0);
+        Figures {
+            accepted,
+            completed,
+            cancelled,
+            dead,
+            duplicates,
+            lost: accepted as i64 - completed - cancelled - dead,
+            recover_ms,
+            extra: Default::default(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("accepted".into(), json!(self.accepted));
+        m.insert("completed".into(), json!(self.completed));
+        m.insert("cancelled".into(), json!(self.cancelled));
+        m.insert("dead".into(), json!(self.dead));
+        m.insert("duplicates".into(), json!(self.duplicates));
+        m.insert("lost".into(), json!(self.lost));
+        m.insert("recover_ms".into(), json!(self.recover_ms));
+        m.extend(self.extra.clone());
+        Value::Object(m)
+    }
+
+    fn line(&self, name: &str) -> String {
+        let mut s = format!(
+            "{name}: accepted {} completed {} cancelled {} dead {} duplicates {} lost {} worst recovery {} ms",
+            self.accepted, self.completed, self.cancelled, self.dead, self.duplicates, self.lost, self.recover_ms
+        );
+        for (k, v) in &self.extra {
+            s.push_str(&format!(" {k} {v}"));
+        }
+        s
+    }
+}
+
+fn settle_limit(o: &Opts) -> Duration {
+    Duration::from_secs(if o.quick { 90 } else { 600 })
+}
+
+/// 1. Three worker processes, one SIGKILLed every second (in turn) and started again, until
+///    every task is terminal.
+async fn sigkill(o: &Opts) -> Result<Figures> {
+    let n = if o.quick { 2_000 } else { 20_000 };
+    let env = Env::new(&o.chronos_bin, RedisProc::start(&["--save", "", "--appendonly", "no"])?).await?;
+    let (port, hits) = start_hit_server().await?;
+    let accepted = env.enqueue_hits(port, 0, n, 30).await?;
+    let mut workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}-0"), &[])).collect::<Result<_>>()?;
+    let mut faults = Vec::new();
+    let mut kills = 0usize;
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = env.counts().await?;
+        let terminal: i64 = ["completed", "cancelled", "dead"].iter().map(|s| c.get(*s).copied().unwrap_or(0)).sum();
+        if terminal as u64 >= accepted || start.elapsed() > settle_limit(o) {
+            break;
+        }
+        let i = kills % 3;
+        workers[i].kill().await?;
+        faults.push(Instant::now());
+        kills += 1;
+        workers[i] = env.worker(&format!("w{i}-{kills}"), &[])?;
+    }
+    let c = env.settle(accepted, Duration::from_secs(10)).await?;
+    let mut f = Figures::from_counts(accepted, &c, &hits, &faults);
+    f.extra.insert("kills".into(), json!(kills));
+    drop(workers);
+    env.cleanup().await;
+    Ok(f)
+}
+
+/// 2. Redis SIGKILLed once in mid-run and started again on the same port; the workers carry on
+///    by themselves. `persistence` are redis-server arguments.
+async fn redis_restart(o: &Opts, persistence: &[&str]) -> Result<Figures> {
+    let n = if o.quick { 1_000 } else { 5_000 };
+    let env = Env::new(&o.chronos_bin, RedisProc::start(persistence)?).await?;
+    let (port, hits) = start_hit_server().await?;
+    let accepted = env.enqueue_hits(port, 0, n, 20).await?;
+    let mut env = env;
+    let workers: Vec<_> = (0..2).map(|i| env.worker(&format!("w{i}"), &[])).collect::<Result<_>>()?;
+    // Mid-run: about a third done.
+    let deadline = Instant::now() + settle_limit(o);
+    while (hits.lock().unwrap().runs.len() as u64) < n / 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the AOF's once-a-second fsync catch up with the enqueue, then kill without warning.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    env.redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.redis.spawn()?;
+    let faults = vec![Instant::now()];
+    let c = env.settle(accepted, settle_limit(o)).await?;
+    let f = Figures::from_counts(accepted, &c, &hits, &faults);
+    drop(workers);
+    env.cleanup().await;
+    Ok(f)
+}
+
+/// 3. `FLUSHALL` while workers complete tasks and a producer keeps enqueuing. A task that had
+///    completed must not run again: the figure for duplicates must be 0.
+async fn flushall(o: &Opts) -> Result<Figures> {
+    let n = if o.quick { 2_000 } else { 10_000 };
+    let env = Env::new(&o.chronos_bin, RedisProc::start(&["--save", "", "--appendonly", "no"])?).await?;
+    let (port, hits) = start_hit_server().await?;
+    let mut accepted = env.enqueue_hits(port, 0, n / 2, 10).await?;
+    let workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}"), &[])).collect::<Result<_>>()?;
+    let mut faults = Vec::new();
+    let mut next = n / 2;
+    let step = 50;
+    while next < n {
+        accepted += env.enqueue_hits(port, next, step, 10).await?;
+        next += step;
+        if next == n / 2 + 10 * step {
+            let mut conn = redis::Client::open(env.redis.url().as_str())?.get_multiplexed_async_connection().await?;
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+            faults.push(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = env.settle(accepted, settle_limit(o)).await?;
+    let mut f = Figures::from_counts(accepted, &c, &hits, &faults);
+    // Where the duplicates come from. A task whose first successful run started before the
+    // flush was running (or being acknowledged) when Redis lost its data: Redis forgot that
+    // attempt, so it runs again (at-least-once). A task whose first successful run started
+    // after the flush completed beside the rebuild: running it again is the rebuild's fault,
+    // and that is the figure this scenario holds at 0.
+    let flush = faults[0];
+    let h = hits.lock().unwrap();
+    let (mut before, mut after) = (0u64, 0u64);
+    for starts in h.starts.values().filter(|e| e.len() > 1) {
+        let first = starts.iter().min().unwrap();
+        if *first <= flush { before += starts.len() as u64 - 1 } else { after += starts.len() as u64 - 1 }
+    }
+    drop(h);
+    f.duplicates = after;
+    f.extra.insert("reruns_of_attempts_redis_lost".into(), json!(before));
+    drop(workers);
+    env.cleanup().await;
+    Ok(f)
+}
+
+/// 5. The SQS emulator cut off (through a TCP proxy) while tasks exhaust their retries, for a
+///    while after they died; then every dead task's message must arrive exactly once.
+async fn sqs_cut(o: &Opts) -> Result<Figures> {
+    let n: u64 = if o.quick { 200 } else { 1_000 };
+    let env = Env::new(&o.chronos_bin, RedisProc::start(&["--save", "", "--appendonly", "no"])?).await?;
+    let target: std::net::SocketAddr = env
+        .aws_endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .context("AWS_ENDPOINT_URL must be http://host:port for the proxy")?;
+    let proxy = chronos_tests::TcpProxy::start(target).await;
+    let sqs = chronos_tests::sqs_client().await;
+    let queue_url = sqs.create_queue().queue_name(env.dlq_name()).send().await?.queue_url.context("queue url")?;
+    let worker = env.worker("w0", &[("AWS_ENDPOINT_URL", proxy.url())])?;
+    // The worker reaches SQS once before the cut (its forwarder is up).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.cut();
+    let fault = Instant::now();
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| {
+            NewTask::new("fail", json!({"times": 100, "message": format!("chaos {i}")}))
+                .queue(QUEUE)
+                .max_attempts(3)
+                .backoff(Backoff::fixed(Duration::from_millis(100)))
+        })
+        .collect();
+    let mut accepted = 0;
+    for chunk in tasks.chunks(500) {
+        accepted += env.client.enqueue_batch(chunk.to_vec()).await?.len() as u64;
+    }
+    let c = env.settle(accepted, settle_limit(o)).await?;
+    // Every task is dead; SQS stays cut off a little longer, then comes back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    let back = Instant::now();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut last_new = Instant::now();
+    let mut arrived_ms = 0;
+    while last_new.elapsed() < Duration::from_secs(if seen.len() as u64 >= accepted { 6 } else { 30 }) {
+        let r = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).wait_time_seconds(1).send().await?;
+        for m in r.messages() {
+            let letter: chronos_core::dlq::DeadLetter = serde_json::from_str(m.body().unwrap_or_default())?;
+            let k = seen.entry(letter.id).or_default();
+            *k += 1;
+            if *k == 1 {
+                last_new = Instant::now();
+                arrived_ms = back.elapsed().as_millis() as u64;
+            }
+            if let Some(h) = m.receipt_handle() {
+                sqs.delete_message().queue_url(&queue_url).receipt_handle(h).send().await?;
+            }
+        }
+    }
+    let mut f = Figures::from_counts(accepted, &c, &Default::default(), &[]);
+    // From SQS answering again to the last dead letter arriving.
+    f.recover_ms = arrived_ms;
+    f.extra.insert("cut_ms".into(), json!(back.duration_since(fault).as_millis() as u64));
+    f.extra.insert("dlq_messages".into(), json!(seen.values().sum::<u32>()));
+    f.extra.insert("dlq_tasks".into(), json!(seen.len()));
+    f.extra.insert("dlq_repeated".into(), json!(seen.values().filter(|n| **n > 1).count()));
+    drop(worker);
+    let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
+    env.cleanup().await;
+    Ok(f)
+}
+
+const SCENARIOS: &[&str] = &["sigkill", "redis-restart-aof", "redis-restart-empty", "flushall", "sqs-cut"];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let o = parse_args()?;
+    let mut out = serde_json::Map::new();
+    let mut failures = Vec::new();
+    for &name in SCENARIOS {
+        if o.only.as_ref().is_some_and(|only| !only.iter().any(|s| s == name)) {
+            continue;
+        }
+        eprintln!("chaos: {name} …");
+        let started = Instant::now();
+        let mut f = match name {
+            "sigkill" => sigkill(&o).await,
+            "redis-restart-aof" => redis_restart(&o, &["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]).await,
+            "redis-restart-empty" => redis_restart(&o, &["--save", "", "--appendonly", "no"]).await,
+            "flushall" => flushall(&o).await,
+            "sqs-cut" => sqs_cut(&o).await,
+            _ => unreachable!(),
+        }
+        .with_context(|| format!("scenario {name}"))?;
+        f.extra.insert("seconds".into(), json!(started.elapsed().as_secs()));
+        println!("{}", f.line(name));
+        if f.lost != 0 {
+            failures.push(format!("{name}: {} accepted tasks not terminal", f.lost));
+        }
+        if name == "flushall" && f.duplicates != 0 {
+            failures.push(format!("{name}: {} tasks ran again after completing", f.duplicates));
+        }
+        if name == "sqs-cut" {
+            let (msgs, tasks) = (f.extra["dlq_messages"].as_u64().unwrap_or(0), f.extra["dlq_tasks"].as_u64().unwrap_or(0));
+            if tasks as i64 != f.dead || msgs != tasks {
+                failures.push(format!("{name}: {} dead tasks, {tasks} with a DLQ message, {msgs} messages", f.dead));
+            }
+        }
+        out.insert(name.to_owned(), f.json());
+    }
+    let line = Value::Object(out).to_string();
+    if let Some(p) = &o.json {
+        std::fs::write(p, &line)?;
+    }
+    println!("{line}");
+    if !failures.is_empty() {
+        bail!("chaos failed: {}", failures.join("; "));
+    }
+    Ok(())
+}
