@@ -264,6 +264,23 @@ ensure_compose() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
 }
 
+# The dashboard's browser tests: Debian's chromium (no browser download) and the pinned
+# playwright-core from dashboard/e2e/package-lock.json, installed outside the clone and again
+# only when the lock file changes. Exports CHRONOS_E2E_MODULES (where node_modules is).
+ensure_dashboard_e2e() {
+  ensure_commands chromium:chromium node:nodejs npm:npm
+  CHRONOS_E2E_MODULES=$CHRONOS_CACHE/dashboard-e2e
+  export CHRONOS_E2E_MODULES
+  mkdir -p "$CHRONOS_E2E_MODULES"
+  if ! cmp -s dashboard/e2e/package-lock.json "$CHRONOS_E2E_MODULES/package-lock.json" ||
+    ! cmp -s dashboard/e2e/package.json "$CHRONOS_E2E_MODULES/package.json" ||
+    [[ ! -d $CHRONOS_E2E_MODULES/node_modules/playwright-core ]]; then
+    log "installing playwright-core into $CHRONOS_E2E_MODULES (npm ci)"
+    cp dashboard/e2e/package.json dashboard/e2e/package-lock.json "$CHRONOS_E2E_MODULES/"
+    (cd "$CHRONOS_E2E_MODULES" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 # Direct invocation: run the named ensure_* steps and leave what they started running.
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   (($#)) || die "usage: $0 ensure_packages|ensure_redis|ensure_postgres|ensure_moto|ensure_venv|ensure_compose ..."

@@ -149,7 +149,7 @@
           var v = data.totals[k];
           var text = fmt(v);
           if (el.classList.contains('pill')) el.classList.toggle('hidden', v === 0);
-          if (el.textContent !== text) { el.textContent = text; flash(el); }
+          if (el.textContent !== text) { el.textContent = text; if (!el.classList.contains('pill')) flash(el); }
         });
       });
     } else {

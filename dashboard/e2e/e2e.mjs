@@ -200,13 +200,6 @@ async function main() {
     await until('the task to die', async () => (await status(t.id)) === 'dead');
     await page.goto(`${dash}/tasks/${t.id}`);
     await live();
-    if (process.env.E2E_DEBUG) {
-      const cookie = (await browserCtx.cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
-      const r = await fetch(`${dash}/events`, { headers: { cookie } });
-      (async () => { const dec = new TextDecoder(); for await (const ch of r.body) console.log('SSE', Date.now(), dec.decode(ch).slice(0, 400)); })();
-      await sleep(500);
-      console.log('CLICK', Date.now(), t.id);
-    }
     await page.click('button[data-action=retry]');
     await page.waitForSelector('.flash.ok');
     try { await page.waitForSelector('.pagehead .badge.s-completed'); } catch (e) {

@@ -192,9 +192,10 @@ pub fn seg(s: &str) -> String {
     }
 }
 
-/// Completed and failed attempts per minute, as bars (failed stacked on completed).
+/// Completed and failed attempts per minute, as bars (failed stacked on completed). The SVG
+/// stretches to the card's width, so its labels are HTML beside it (stretched text is ugly).
 pub fn throughput_chart(minutes: &[Minute]) -> Markup {
-    let (w, h, pad_l, pad_b) = (720.0_f64, 150.0_f64, 36.0_f64, 18.0_f64);
+    let (w, h) = (720.0_f64, 150.0_f64);
     let max = minutes.iter().map(|m| m.completed + m.failed).max().unwrap_or(0).max(1);
     // A round top for the axis: 1, 2 or 5 times a power of ten.
     let top = {
@@ -207,8 +208,8 @@ pub fn throughput_chart(minutes: &[Minute]) -> Markup {
         }
     };
     let n = minutes.len().max(1) as f64;
-    let bw = (w - pad_l) / n;
-    let y = |v: i64| (h - pad_b) * (1.0 - v as f64 / top as f64);
+    let bw = w / n;
+    let y = |v: i64| h * (1.0 - v as f64 / top as f64);
     let total: i64 = minutes.iter().map(|m| m.completed).sum();
     let failed: i64 = minutes.iter().map(|m| m.failed).sum();
     html! {
@@ -216,31 +217,32 @@ pub fn throughput_chart(minutes: &[Minute]) -> Markup {
             div.legend {
                 span.key.ok {} "Completed " strong { (num(total)) }
                 span.key.bad {} "Failed " strong { (num(failed)) }
-                span.muted { "per minute, last " (minutes.len()) " minutes" }
+                span.muted { "last " (minutes.len()) " minutes" }
             }
-            svg viewBox=(format!("0 0 {w} {h}")) preserveAspectRatio="none" role="img" aria-label="Attempts finished per minute" {
-                @for frac in [0.0, 0.5, 1.0] {
-                    line.grid x1=(pad_l) x2=(w) y1=(y((top as f64 * frac) as i64)) y2=(y((top as f64 * frac) as i64)) {}
-                    text.axis x=(pad_l - 6.0) y=(y((top as f64 * frac) as i64) + 4.0) text-anchor="end" { (num((top as f64 * frac) as i64)) }
-                }
-                @for (i, m) in minutes.iter().enumerate() {
-                    @let x = pad_l + i as f64 * bw + 1.0;
-                    @let bar_w = (bw - 2.0).max(1.0);
-                    g {
-                        title { (m.at.format("%H:%M")) " UTC — " (m.completed) " completed, " (m.failed) " failed" }
-                        rect.hit x=(x) y="0" width=(bar_w) height=(h - pad_b) {}
-                        @if m.completed > 0 {
-                            rect.ok x=(x) y=(y(m.completed)) width=(bar_w) height=((h - pad_b) - y(m.completed)) rx="1" {}
-                        }
-                        @if m.failed > 0 {
-                            rect.bad x=(x) y=(y(m.completed + m.failed)) width=(bar_w) height=(y(m.completed) - y(m.completed + m.failed)) rx="1" {}
+            div.plot {
+                div.yaxis { span { (num(top)) } span { (num(top / 2)) } span { "0" } }
+                svg viewBox=(format!("0 0 {w} {h}")) preserveAspectRatio="none" role="img" aria-label="Attempts finished per minute" {
+                    @for frac in [0.0, 0.5, 1.0] {
+                        line.grid x1="0" x2=(w) y1=(h * frac) y2=(h * frac) vector-effect="non-scaling-stroke" {}
+                    }
+                    @for (i, m) in minutes.iter().enumerate() {
+                        @let x = i as f64 * bw + 1.0;
+                        @let bar_w = (bw - 2.0).max(1.0);
+                        g {
+                            title { (m.at.format("%H:%M")) " UTC — " (m.completed) " completed, " (m.failed) " failed" }
+                            rect.hit x=(x) y="0" width=(bar_w) height=(h) {}
+                            @if m.completed > 0 {
+                                rect.ok x=(x) y=(y(m.completed)) width=(bar_w) height=(h - y(m.completed)) {}
+                            }
+                            @if m.failed > 0 {
+                                rect.bad x=(x) y=(y(m.completed + m.failed)) width=(bar_w) height=(y(m.completed) - y(m.completed + m.failed)) {}
+                            }
                         }
                     }
                 }
-                @if let (Some(first), Some(last)) = (minutes.first(), minutes.last()) {
-                    text.axis x=(pad_l) y=(h - 4.0) { (first.at.format("%H:%M")) }
-                    text.axis x=(w) y=(h - 4.0) text-anchor="end" { (last.at.format("%H:%M")) " UTC" }
-                }
+            }
+            @if let (Some(first), Some(last)) = (minutes.first(), minutes.last()) {
+                div.xaxis { span { (first.at.format("%H:%M")) } span { (minutes[minutes.len() / 2].at.format("%H:%M")) } span { (last.at.format("%H:%M")) " UTC" } }
             }
         }
     }

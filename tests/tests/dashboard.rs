@@ -416,7 +416,10 @@ async fn retry_now_cancel_and_redrive_change_the_task_and_are_audited() {
         env.status(a.id).await == "completed" && env.status(r.id).await == "completed"
     })
     .await;
-    assert_eq!(env.client.task(&admin(), c.id).await.unwrap().status, "cancelled");
+    wait_until(Duration::from_secs(10), "the cancel is recorded", || async {
+        env.client.task(&admin(), c.id).await.unwrap().status == "cancelled"
+    })
+    .await;
 
     // The next page says what happened, once.
     let p = b.get(&format!("/tasks/{}", c.id)).await;

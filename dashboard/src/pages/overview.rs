@@ -97,7 +97,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> R
     let body = html! {
         div.pagehead {
             h1 { "Overview" }
-            span.sub { (qs.len()) " queues · live" }
+            span.sub { (ui::count(qs.len() as i64, "queue")) " · live" }
         }
         section.stats {
             (stat("Waiting", "waiting", total(|q| q.waiting as i64), ""))

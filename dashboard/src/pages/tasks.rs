@@ -222,6 +222,21 @@ fn action_button(s: &Session, t: &TaskRecord, action: &str, label: &str, tone: &
     }
 }
 
+/// `exponential from 1.0 s, at most 1 h 00 min, full jitter`.
+fn backoff_words(b: &serde_json::Value) -> String {
+    match serde_json::from_value::<chronos_core::model::Backoff>(b.clone()) {
+        Ok(b) => {
+            let kind = match b.kind {
+                chronos_core::model::BackoffKind::Exponential => "exponential from",
+                chronos_core::model::BackoffKind::Fixed => "fixed",
+            };
+            let jitter = format!("{:?}", b.jitter).to_lowercase();
+            format!("{kind} {}, at most {}, {jitter} jitter", ui::duration_ms(b.base_ms as i64), ui::duration_ms(b.cap_ms as i64))
+        }
+        Err(_) => b.to_string(),
+    }
+}
+
 fn attempt_item(a: &AttemptRecord, longest: i64) -> Markup {
     let outcome = a.outcome.as_deref().unwrap_or(if a.finished_at.is_none() { "running" } else { "unknown" });
     let tone = match outcome {
@@ -233,7 +248,9 @@ fn attempt_item(a: &AttemptRecord, longest: i64) -> Markup {
     };
     let dur = a.duration_ms.unwrap_or(0);
     // Bar length on a log scale, so a 20 ms attempt is visible beside a 20 s one.
-    let pct = if longest > 0 { (((dur.max(1) as f64).ln_1p() / (longest.max(1) as f64).ln_1p()) * 100.0).clamp(2.0, 100.0) } else { 2.0 };
+    // A scale of at least a second, so a lone 1 ms attempt is not a full bar.
+    let scale = longest.max(1000) as f64;
+    let pct = ((dur.max(1) as f64).ln_1p() / scale.ln_1p() * 100.0).clamp(2.0, 100.0);
     html! {
         li class=(format!("attempt o-{tone}")) {
             div.attempthead {
@@ -301,7 +318,7 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                         dt { "Due" } dd { (time(t.run_at)) }
                         dt { "Finished" } dd { (opt_time(t.finished_at)) }
                         dt { "Timeout" } dd { (ui::duration_ms(t.timeout_ms)) }
-                        dt { "Backoff" } dd.mono { (t.backoff.to_string()) }
+                        dt { "Backoff" } dd { (backoff_words(&t.backoff)) }
                         dt { "Idempotency key" } dd.mono { (t.idempotency_key.as_deref().unwrap_or("—")) }
                         dt { "Created by" } dd.mono { (t.created_by.as_deref().unwrap_or("—")) }
                         @if let Some(sid) = t.schedule_id {
