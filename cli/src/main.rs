@@ -4,12 +4,16 @@
 //! - `main.rs` — argument parsing ([`Cli`]) and one function per subcommand. Every subcommand
 //!   reads its settings from the environment once (see the README's configuration table) and
 //!   stops with a message naming the variable when one is wrong.
+//! - `ops.rs` — the operator's commands (`task`, `tasks`, `cancel`, `retry`, `queues`, `dlq`,
+//!   `schedules`, `keys`): the API's views, human tables or `--json`, refusals as sentences
+//!   with an exit code by kind.
+
+mod ops;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chronos_core::access::{Caller, Role};
 use chronos_core::config::CoreConfig;
 use chronos_core::cron::{CronExpr, parse_timezone};
 use chronos_core::dlq::Dlq;
@@ -21,10 +25,47 @@ use chronos_workers::{Worker, WorkerConfig, builtin_registry};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "chronos", version, about = "Chronos distributed task scheduler")]
+#[command(name = "chronos", version, about = "Chronos distributed task scheduler", after_help = ops::EXIT_CODES)]
 struct Cli {
+    /// Print what the matching API endpoint answers, as JSON, instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// The variables every process reads (see the README's configuration table).
+const CORE_ENV: &str = "  REDIS_URL                        queue store (default redis://127.0.0.1:6379)
+  DATABASE_URL                     audit store (default postgres://postgres@127.0.0.1:5432/chronos)
+  CHRONOS_NAMESPACE                prefix of every Redis key (default chronos)
+  CHRONOS_CONNECT_TIMEOUT_S        how long start-up retries an unreachable Redis or Postgres (default 60)
+  CHRONOS_LOG                      log filter (default info,sqlx=warn,aws=warn)";
+
+const AWS_ENV: &str = "  AWS_ENDPOINT_URL, AWS_REGION     SQS endpoint and region (an emulator locally); the usual AWS credential variables
+  CHRONOS_DLQ_QUEUE                SQS dead-letter queue (default chronos-dlq)";
+
+const WORKER_ENV: &str = "  CHRONOS_QUEUES                   comma-separated queues to serve (default default)
+  CHRONOS_CONCURRENCY              attempts run at once (default 16 x cores)
+  CHRONOS_LEASE_MS                 lease length (default 30000)
+  CHRONOS_SHUTDOWN_GRACE_MS        SIGTERM: how long running attempts may finish (default 25000)
+  CHRONOS_WORKER_ID                name in attempts and audit records (default host-pid-random)
+  CHRONOS_WORKER_AUDIT             0: no audit writer, DLQ forwarder or rebuild here (run `chronos services`)
+  CHRONOS_WEBHOOK_SECRET           signs the http handler's requests
+  CHRONOS_SMTP_URL, CHRONOS_EMAIL_FROM   the email handler (on when CHRONOS_SMTP_URL is set)
+  CHRONOS_DIAGNOSTIC_HANDLERS      0: no noop, sleep, fail handlers
+  CHRONOS_METRICS_SERVICE          emit per-minute EMF metric lines on stdout for this service name";
+
+const API_ENV: &str = "  CHRONOS_API_ADDR                 listen address (default 127.0.0.1:8080)
+  CHRONOS_ADMIN_KEY                bootstrap admin key
+  CHRONOS_MAX_BODY_BYTES           request body limit
+  CHRONOS_MAX_PAYLOAD_BYTES        task payload limit (default 262144)
+  CHRONOS_IDEMPOTENCY_RETENTION_S  how long an idempotency key dedupes (default 86400)
+  CHRONOS_SCHEDULE_HORIZON_S       how far ahead schedules are planned";
+
+const DASHBOARD_ENV: &str = "  CHRONOS_DASHBOARD_ADDR, CHRONOS_DASHBOARD_SECURE_COOKIES, CHRONOS_DASHBOARD_SESSION_TTL_S   the dashboard";
+
+fn env_help(parts: &[&str]) -> String {
+    format!("Environment:\n{}\n\nSIGTERM or SIGINT stops it at any stage, start-up included.", parts.join("\n"))
 }
 
 #[derive(Subcommand)]
@@ -32,17 +73,20 @@ enum Cmd {
     /// Apply the Postgres migrations.
     Migrate,
     /// Run a worker: claims and runs tasks, drains the audit outbox, forwards dead letters.
+    #[command(after_help = env_help(&[CORE_ENV, AWS_ENV, WORKER_ENV]))]
     Worker,
     /// Run the background services alone: the audit writer (outbox → Postgres), the DLQ
     /// forwarder and the Redis-loss rebuild, for workers started with CHRONOS_WORKER_AUDIT=0.
     Services,
     /// Serve the REST API (the same router the Lambda function runs).
+    #[command(after_help = env_help(&[CORE_ENV, AWS_ENV, API_ENV]))]
     Api,
     /// Serve the operator's dashboard (live queues, task search, retry / cancel / redrive) on
     /// CHRONOS_DASHBOARD_ADDR.
     Dashboard,
     /// Everything in one process for local development (migrates first): API, dashboard,
     /// worker and tick.
+    #[command(after_help = env_help(&[CORE_ENV, AWS_ENV, API_ENV, WORKER_ENV, DASHBOARD_ENV]))]
     Dev,
     /// Plan schedules ahead, reconcile and reap, every `--every-s` seconds (the tick Lambda's
     /// work, as a local loop).
@@ -80,12 +124,37 @@ enum Cmd {
     Enqueue(EnqueueArgs),
     /// Show a task with its attempts.
     Task { id: uuid::Uuid },
+    /// List and search tasks, newest first (the filters of GET /v1/tasks).
+    Tasks(ops::TaskFilterArgs),
     /// Cancel a task (waiting, scheduled, retrying or dead: at once; running: its handler is told).
     Cancel { id: uuid::Uuid },
     /// Run a scheduled, retrying or dead task now.
     Retry { id: uuid::Uuid },
-    /// Live counts per queue.
-    Queues,
+    /// Every queue's counts (the view of GET /v1/queues); pause or resume one.
+    Queues {
+        #[command(subcommand)]
+        cmd: Option<QueuesCmd>,
+    },
+    /// Dead tasks: list, redrive.
+    #[command(subcommand)]
+    Dlq(ops::DlqCmd),
+    /// Schedules: list, show, pause, resume, trigger, delete.
+    #[command(subcommand)]
+    Schedules(ops::SchedulesCmd),
+    /// API keys: list, create, revoke.
+    #[command(subcommand)]
+    Keys(ops::KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum QueuesCmd {
+    /// Workers stop claiming from the queue; it still accepts tasks.
+    Pause {
+        queue: String,
+    },
+    Resume {
+        queue: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,15 +233,46 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<ops::ClosedStdout>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chronos: {e:#}");
-            ExitCode::from(2)
+            let code = exit_code(&e);
+            match e.downcast_ref::<ops::Refusal>() {
+                Some(r) => eprintln!("chronos: {r}"),
+                None => eprintln!("chronos: {e:#}"),
+            }
+            ExitCode::from(code)
         }
     }
 }
 
+/// The documented exit code of a failure ([`ops::EXIT_CODES`]).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(r) = e.downcast_ref::<ops::Refusal>() {
+        return r.code();
+    }
+    for cause in e.chain() {
+        if cause.is::<chronos_core::config::ConfigError>() || cause.is::<chronos_core::cron::CronError>() {
+            return 2;
+        }
+        if cause.is::<StoreUnreachable>() {
+            return 5;
+        }
+        if let Some(c) = cause.downcast_ref::<chronos_core::Error>() {
+            return match c {
+                chronos_core::Error::Invalid { .. } => 2,
+                chronos_core::Error::NotFound(_) => 3,
+                chronos_core::Error::Conflict(_) => 4,
+                c if c.is_retryable() => 5,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let core = CoreConfig::from_env()?;
+    let json = cli.json;
     match cli.cmd {
         Cmd::Migrate => {
             Store::connect(core.database_url.expose()).await?.migrate().await.context("migrating DATABASE_URL")?;
@@ -205,53 +305,38 @@ async fn run(cli: Cli) -> Result<()> {
             let e = CronExpr::parse(&expr)?;
             let zone = parse_timezone(&tz)?;
             let after = after.map(|a| rfc3339("--after", &a)).transpose()?.unwrap_or_else(chrono::Utc::now);
-            for t in e.next_n(zone, after, count as usize) {
-                println!("{}", t.with_timezone(&zone).to_rfc3339());
-            }
-            Ok(())
+            let lines: String =
+                e.next_n(zone, after, count as usize).into_iter().map(|t| format!("{}\n", t.with_timezone(&zone).to_rfc3339())).collect();
+            ops::emit(&lines)
         }
         Cmd::Enqueue(a) => {
             let c = client(&core).await?;
-            let task = enqueue_args(a)?;
-            let s = c.enqueue(task).await?;
-            println!("{}", serde_json::json!({ "id": s.id, "created": s.created }));
-            Ok(())
+            let task = enqueue_args(a).map_err(|e| ops::Refusal::new(ops::Kind::Invalid, format!("{e:#}")))?;
+            let s = c.enqueue(task).await.map_err(ops::refusal)?;
+            ops::emit(&format!("{}\n", serde_json::json!({ "id": s.id, "created": s.created })))
         }
-        Cmd::Task { id } => {
+        Cmd::Task { id } => ops::task(&client(&core).await?, id, json).await,
+        Cmd::Tasks(a) => ops::tasks(&client(&core).await?, a, json).await,
+        Cmd::Cancel { id } => ops::act(&client(&core).await?, id, true, json).await,
+        Cmd::Retry { id } => ops::act(&client(&core).await?, id, false, json).await,
+        Cmd::Queues { cmd: None } => ops::queues(&client(&core).await?, json).await,
+        Cmd::Queues { cmd: Some(QueuesCmd::Pause { queue }) } => ops::set_queue_paused(&client(&core).await?, &queue, true, json).await,
+        Cmd::Queues { cmd: Some(QueuesCmd::Resume { queue }) } => ops::set_queue_paused(&client(&core).await?, &queue, false, json).await,
+        Cmd::Dlq(cmd) => {
             let c = client(&core).await?;
-            let t = c.task(&cli_caller(), id).await?;
-            let attempts = c.attempts(&cli_caller(), id).await?;
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "task": t, "attempts": attempts }))?);
-            Ok(())
+            // Redrive removes the tasks' SQS messages when SQS answers; without it they stay.
+            let dlq = match Dlq::connect(&core.dlq_queue).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQS unreachable; redrive will not remove dead-letter messages");
+                    None
+                }
+            };
+            ops::dlq(&c.with_dlq(dlq), cmd, json).await
         }
-        Cmd::Cancel { id } => {
-            let c = client(&core).await?;
-            let t = c.cancel(&cli_caller(), id).await?;
-            println!("{}", serde_json::json!({ "id": t.id, "status": t.status, "cancel_requested": t.cancel_requested }));
-            Ok(())
-        }
-        Cmd::Retry { id } => {
-            let c = client(&core).await?;
-            let t = c.retry_now(&cli_caller(), id).await?;
-            println!("{}", serde_json::json!({ "id": t.id, "status": t.status }));
-            Ok(())
-        }
-        Cmd::Queues => {
-            let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await?;
-            let mut out = serde_json::Map::new();
-            for q in engine.queues().await? {
-                out.insert(q.clone(), serde_json::to_value(engine.counts(&q).await?)?);
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(())
-        }
+        Cmd::Schedules(cmd) => ops::schedules(&Scheduler::new(client(&core).await?, core.schedule_horizon), cmd, json).await,
+        Cmd::Keys(cmd) => ops::keys(&client(&core).await?, cmd, json).await,
     }
-}
-
-/// The operator at the terminal: the CLI talks to the stores directly, with an admin's rights,
-/// and is recorded as `cli` in the manual-action log.
-fn cli_caller() -> Caller {
-    Caller { key_id: "cli".into(), role: Role::Admin }
 }
 
 async fn client(core: &CoreConfig) -> Result<Chronos> {
@@ -307,7 +392,11 @@ where
         };
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            bail!("{var}: gave up on {what} at {addr} after {} s (CHRONOS_CONNECT_TIMEOUT_S): {err}", timeout.as_secs());
+            return Err(StoreUnreachable(format!(
+                "{var}: gave up on {what} at {addr} after {} s (CHRONOS_CONNECT_TIMEOUT_S): {err}",
+                timeout.as_secs()
+            ))
+            .into());
         }
         if tries == 1 {
             tracing::warn!(
@@ -319,6 +408,18 @@ where
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Start-up gave up on a store (exit code 5).
+#[derive(Debug)]
+struct StoreUnreachable(String);
+
+impl std::fmt::Display for StoreUnreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreUnreachable {}
 
 /// The innermost cause of a store error, once: the client libraries repeat it in their chains.
 fn root_cause(e: &chronos_core::Error) -> String {
@@ -365,7 +466,7 @@ fn enqueue_args(a: EnqueueArgs) -> Result<NewTask> {
 
 fn rfc3339(flag: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     Ok(chrono::DateTime::parse_from_rfc3339(s)
-        .with_context(|| format!("{flag} {s:?} is not an RFC 3339 time such as 2026-03-29T00:00:00Z"))?
+        .map_err(|_| ops::Refusal::new(ops::Kind::Invalid, format!("{flag} {s:?} is not an RFC 3339 time such as 2026-03-29T00:00:00Z")))?
         .to_utc())
 }
 

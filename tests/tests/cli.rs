@@ -34,7 +34,7 @@ async fn a_task_enqueued_with_the_cli_is_run_by_a_worker_and_shown_with_its_atte
     let mut w = spawn_worker_process(&env, &[]);
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
     wait_until(Duration::from_secs(15), "task completed", || async { env.status(uuid).await == "completed" }).await;
-    let out = chronos(&env, &["task", &id], &[]);
+    let out = chronos(&env, &["task", &id, "--json"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["task"]["status"], "completed");
@@ -80,4 +80,165 @@ async fn bad_input_and_bad_settings_are_refused_with_a_message_that_says_what_to
         assert!(err.contains(needle), "{args:?} {vars:?}: message should name {needle}: {err}");
     }
     env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_sentences_on_stderr_with_a_documented_exit_code_by_kind() {
+    let env = TestEnv::new().await;
+    let id = env.client.enqueue(chronos_core::NewTask::new("noop", serde_json::json!({}))).await.unwrap().id.to_string();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: &[Case] = &[
+        (&["retry", &id], &[], 4, "chronos: refused: the task is queued; only scheduled, retrying or dead tasks can be retried now"),
+        (&["task", "01a23bfb-0000-7000-8000-000000000000"], &[], 3, "chronos: not found: no task 01a23bfb-0000-7000-8000-000000000000"),
+        (&["dlq", "redrive", &id], &[], 4, "chronos: refused: the task is queued; only dead tasks can be redriven"),
+        (&["tasks", "--status", "finished"], &[], 2, "chronos: --status: \"finished\" is not a status"),
+        (&["keys", "create", "--name", "x", "--role", "boss"], &[], 2, "chronos: --role: \"boss\" is not a role"),
+        (&["schedules", "pause", "01a23bfb-0000-7000-8000-000000000000"], &[], 3, "chronos: not found: no schedule"),
+        (
+            &["tasks"],
+            &[("REDIS_URL", "redis://:pw@127.0.0.1:1"), ("CHRONOS_CONNECT_TIMEOUT_S", "0")],
+            5,
+            "REDIS_URL: gave up on Redis at 127.0.0.1:1",
+        ),
+    ];
+    for (args, vars, code, needle) in cases {
+        let out = chronos(&env, args, vars);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?} should exit {code}; stderr: {err}");
+        assert!(err.contains(needle), "{args:?}: stderr should say {needle:?}: {err}");
+        assert!(!err.contains("Refused {") && !err.contains("Conflict("), "no debug text: {err}");
+        assert!(out.stdout.is_empty(), "a refusal prints nothing on stdout: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let help = chronos(&env, &["--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for code in ["0 done", "2 bad input", "3 not found", "4 refused", "5 a store"] {
+        assert!(help.contains(code), "chronos --help documents exit code {code:?}: {help}");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_commands_print_with_json_exactly_what_the_api_answers() {
+    let env = TestEnv::new().await;
+    for q in ["mail", "reports"] {
+        env.client.enqueue(chronos_core::NewTask::new("noop", serde_json::json!({ "q": q })).queue(q)).await.unwrap();
+    }
+    let api = chronos_tests::start_api(&env, None).await;
+    let get = |path: &'static str| {
+        let req = api.admin(reqwest::Method::GET, path);
+        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let strip_age = |mut v: serde_json::Value| {
+        for q in v["queues"].as_array_mut().unwrap() {
+            q.as_object_mut().unwrap().remove("oldest_waiting_age_s");
+        }
+        v
+    };
+    let cli = |args: &[&str]| {
+        let out = chronos(&env, args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(strip_age(cli(&["queues", "--json"])), strip_age(get("/v1/queues").await), "chronos queues is GET /v1/queues");
+    assert_eq!(cli(&["tasks", "--queue", "mail", "--json"]), get("/v1/tasks?queue=mail").await, "chronos tasks is GET /v1/tasks");
+    assert_eq!(cli(&["dlq", "list", "--json"]), get("/v1/dlq").await);
+    assert_eq!(cli(&["keys", "list", "--json"]), get("/v1/keys").await);
+    // Without --json, a table whose columns are the view's field names.
+    let out = chronos(&env, &["queues"], &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["name", "waiting", "scheduled", "running", "retrying", "completed", "dead", "cancelled", "paused", "oldest_waiting_age_s"]
+    );
+    assert!(table.lines().any(|l| l.starts_with("mail ")), "{table}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_commands_redrive_dead_tasks_pause_schedules_and_manage_keys_and_are_audited() {
+    let env = TestEnv::new().await;
+    let dead =
+        env.client.enqueue(chronos_core::NewTask::new("fail", serde_json::json!({ "times": 1, "permanent": true }))).await.unwrap().id;
+    let mut w = spawn_worker_process(&env, &[]);
+    wait_until(Duration::from_secs(15), "the task is dead", || async { env.status(dead).await == "dead" }).await;
+    let list = chronos(&env, &["dlq", "list"], &[]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&dead.to_string()), "{}", String::from_utf8_lossy(&list.stdout));
+    let out = chronos(&env, &["dlq", "redrive", "--all"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 dead tasks redriven"), "{}", String::from_utf8_lossy(&out.stdout));
+    // `fail` fails only its first attempt: the redriven one completes.
+    wait_until(Duration::from_secs(15), "the redriven task ran again and completed", || async {
+        env.store.attempts(dead).await.unwrap().len() == 2 && env.status(dead).await == "completed"
+    })
+    .await;
+
+    let scheduler = chronos_core::schedule::Scheduler::new(env.client.clone(), chronos_core::schedule::DEFAULT_HORIZON);
+    let template = chronos_core::schedule::TaskTemplate::from(chronos_core::NewTask::new("noop", serde_json::json!({})));
+    let s = scheduler.create(&chronos_core::schedule::ScheduleSpec::new("hourly", "0 * * * *", template), None).await.unwrap();
+    let sid = s.id.to_string();
+    let out = chronos(&env, &["schedules", "pause", &sid, "--json"], &[]);
+    let paused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paused["paused"], true);
+    let shown: serde_json::Value = serde_json::from_slice(&chronos(&env, &["schedules", "show", &sid, "--json"], &[]).stdout).unwrap();
+    assert_eq!((shown["name"].as_str(), shown["paused"].as_bool()), (Some("hourly"), Some(true)));
+    let listed = String::from_utf8_lossy(&chronos(&env, &["schedules", "list"], &[]).stdout).into_owned();
+    assert!(listed.contains("hourly") && listed.contains("0 * * * *"), "{listed}");
+
+    let created: serde_json::Value =
+        serde_json::from_slice(&chronos(&env, &["keys", "create", "--name", "billing", "--role", "viewer", "--json"], &[]).stdout).unwrap();
+    assert!(created["secret"].as_str().unwrap().starts_with("chk_"), "{created}");
+    let kid = created["id"].as_str().unwrap();
+    assert!(chronos(&env, &["keys", "revoke", kid], &[]).status.success());
+    assert_eq!(chronos(&env, &["keys", "revoke", kid], &[]).status.code(), Some(3), "a revoked key is not found again");
+
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, action FROM audit_log ORDER BY at").fetch_all(env.store.pool()).await.unwrap();
+    for action in ["retry_now", "schedule_pause", "create_key", "revoke_key"] {
+        assert!(actions.iter().any(|(who, a)| who == "cli" && a.starts_with(action)), "{action} audited as cli: {actions:?}");
+    }
+    w.start_kill().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_closes_the_pipe_early_ends_the_command_quietly() {
+    let env = TestEnv::new().await;
+    let tasks: Vec<_> = (0..500).map(|i| chronos_core::NewTask::new("noop", serde_json::json!({ "i": i }))).collect();
+    env.client.enqueue_batch(tasks).await.unwrap();
+    for args in [&["tasks", "--limit", "500"][..], &["tasks", "--limit", "500", "--json"][..]] {
+        let mut cmd = tokio::process::Command::new(chronos_bin());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env.child_env() {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first).await.unwrap();
+        drop(stdout); // `| head -c 16`
+        let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: exit quietly with 0, got {:?}: {err}", out.status);
+        assert!(err.is_empty(), "{args:?}: nothing on stderr (no panic, no backtrace): {err}");
+    }
+    env.cleanup().await;
+}
+
+#[test]
+fn the_help_of_worker_api_and_dev_lists_the_environment_variables_each_reads() {
+    let help = |cmd: &str| {
+        let out = std::process::Command::new(chronos_bin()).args([cmd, "--help"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (worker, api, dev) = (help("worker"), help("api"), help("dev"));
+    for v in ["REDIS_URL", "DATABASE_URL", "CHRONOS_CONNECT_TIMEOUT_S", "CHRONOS_DLQ_QUEUE", "CHRONOS_QUEUES", "CHRONOS_CONCURRENCY"] {
+        assert!(worker.contains(v), "worker --help names {v}: {worker}");
+    }
+    for v in ["REDIS_URL", "DATABASE_URL", "CHRONOS_API_ADDR", "CHRONOS_ADMIN_KEY"] {
+        assert!(api.contains(v), "api --help names {v}: {api}");
+    }
+    for v in ["CHRONOS_API_ADDR", "CHRONOS_QUEUES", "CHRONOS_DASHBOARD_ADDR"] {
+        assert!(dev.contains(v), "dev --help names {v}: {dev}");
+    }
 }

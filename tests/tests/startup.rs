@@ -123,6 +123,7 @@ async fn sigterm_stops_a_worker_still_waiting_for_its_redis_and_the_wait_names_t
     assert!(log.contains("REDIS_URL") && log.contains(&format!("127.0.0.1:{port}")), "{log}");
     assert!(!log.contains("hunter2"), "the password must never be printed:\n{log}");
     assert_eq!(log.matches("cannot reach Redis").count(), 1, "said once, not on every retry:\n{log}");
+    assert!(!log.contains('\u{1b}'), "logs to a pipe carry no ANSI colour codes:\n{log:?}");
     env.cleanup().await;
 }
 

@@ -16,10 +16,13 @@
 //! - [`queues`] — queue summaries, pause and resume.
 //! - [`dlq`] — dead tasks, redrive one or all (removing their SQS messages).
 //! - [`admin`] — API keys, the manual-action log, health, raw live counts.
+//! - `schedules` — operators' actions on a [`crate::schedule::Scheduler`] (pause, resume,
+//!   delete, trigger), each audited.
 
 mod admin;
 mod dlq;
 mod queues;
+mod schedules;
 mod tasks;
 
 pub use admin::Health;

@@ -246,18 +246,15 @@ pub async fn delete(
     StrictPath(id): StrictPath<String>,
 ) -> ApiResult<StatusCode> {
     let rec = find(&state, &id).await?;
-    if !state.scheduler.delete(rec.id).await? {
+    if state.scheduler.delete_by(&caller, rec.id).await?.is_none() {
         return Err(ApiError::not_found(format!("no schedule {}", rec.id)));
     }
-    audit(&state, &caller, "schedule_delete", None, json!({ "schedule_id": rec.id, "name": rec.name })).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_paused(state: &AppState, caller: &Caller, id: &str, paused: bool) -> ApiResult<ScheduleView> {
     let id = parse_schedule_id(id)?;
-    let rec = state.scheduler.set_paused(id, paused).await.map_err(|e| change_error(e, Some(id), None))?;
-    let action = if paused { "schedule_pause" } else { "schedule_resume" };
-    audit(state, caller, action, None, json!({ "schedule_id": id, "name": rec.name })).await?;
+    let rec = state.scheduler.set_paused_by(caller, id, paused).await.map_err(|e| change_error(e, Some(id), None))?;
     Ok(ScheduleView::new(rec, Utc::now()))
 }
 
@@ -304,8 +301,7 @@ pub async fn trigger(
     StrictPath(id): StrictPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_schedule_id(&id)?;
-    let task_id = state.scheduler.trigger(id).await?.ok_or_else(|| ApiError::not_found(format!("no schedule {id}")))?;
-    audit(&state, &caller, "schedule_trigger", Some(task_id), json!({ "schedule_id": id, "task_id": task_id })).await?;
+    let task_id = state.scheduler.trigger_by(&caller, id).await?.ok_or_else(|| ApiError::not_found(format!("no schedule {id}")))?;
     let task = state.chronos.task(&caller, task_id).await?.into();
     Ok((StatusCode::ACCEPTED, axum::Json(TriggeredRun { schedule_id: id, task_id, task })))
 }

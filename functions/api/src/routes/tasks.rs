@@ -134,7 +134,8 @@ fn parse_time(field: &'static str, v: Option<String>) -> ApiResult<Option<DateTi
     .transpose()
 }
 
-pub(crate) fn build_filter(p: ListParams) -> ApiResult<TaskFilter> {
+/// The listing filter of `GET /v1/tasks` (the CLI's `chronos tasks` takes the same).
+pub fn build_filter(p: ListParams) -> ApiResult<TaskFilter> {
     if let Some(s) = &p.status {
         s.parse::<chronos_core::Status>().map_err(|_| {
             ApiError::validation(
