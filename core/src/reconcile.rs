@@ -4,13 +4,25 @@
 //! again — at-least-once).
 //!
 //! Detection: an epoch key is set once Redis holds the namespace's state. A worker that finds no
-//! epoch key waits until every audit outbox is drained (so Postgres is up to date), takes a
-//! short lock (the epoch key itself, `SET NX PX`) and restores every live and dead task from
-//! Postgres with `restore.lua`, which leaves alone any task already in Redis. The first worker
-//! of a new namespace does the same and finds nothing to restore. Workers starting up wait for
-//! the rebuild before they claim ([`settle_before_claiming`]); after a data loss in mid-run,
-//! tasks that complete while the rebuild runs may run once more (at-least-once). An attempt that
-//! was running when Redis lost its data is closed in Postgres as `lost`: no attempt stays open.
+//! epoch key waits until every audit outbox is drained (so Postgres is up to date), pauses
+//! claims in every queue, takes a short lock (the epoch key itself, `SET NX PX`), waits until
+//! no task is leased and every outbox is drained again, and only then restores every live and
+//! dead task from Postgres with `restore.lua`, which leaves alone any task already in Redis;
+//! then it resumes the queues. The first worker of a new namespace does the same and finds
+//! nothing to restore. Workers starting up wait for the rebuild before they claim
+//! ([`settle_before_claiming`]).
+//!
+//! Why the pause: a task that completes while the rebuild reads Postgres leaves Redis at once,
+//! but its row says `queued` or `running` until the audit writer commits the completion; a
+//! rebuild reading that row then would put the task back and it would run again. With claims
+//! paused and leases and outboxes drained, every completion is in Postgres before the first
+//! row is read, so a task that completed after the data loss never runs again. What the pause
+//! cannot save is what Redis lost itself: an attempt that was running (or whose completion was
+//! still in the outbox) when the data went runs again (at-least-once). The pause is the
+//! queue's `paused` key holding [`REBUILD_PAUSE`], with the lock's lifetime, so a rebuild that
+//! dies never leaves a queue paused, and a pause an operator set is never lifted by a rebuild.
+//! An attempt that was running when Redis lost its data is closed in Postgres as `lost`: no
+//! attempt stays open.
 
 use std::time::Duration;
 
@@ -24,7 +36,14 @@ use crate::store::Store;
 
 /// How long a rebuild may hold the lock before another worker may take over.
 const REBUILD_LOCK: Duration = Duration::from_secs(60);
+/// How long a rebuild waits, claims paused, for running attempts to finish and outboxes to
+/// drain. Past it, attempts still leased keep running (their tasks are in Redis, the rebuild
+/// leaves them alone); outboxes still pending mean Postgres is behind, and the rebuild waits
+/// for a later check.
+const REBUILD_DRAIN: Duration = Duration::from_secs(30);
 const PAGE: i64 = 500;
+/// The value of a queue's `paused` key while a rebuild holds its claims.
+pub const REBUILD_PAUSE: &str = "rebuild";
 
 fn epoch_key(namespace: &str) -> String {
     format!("{namespace}:epoch")
@@ -57,23 +76,116 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
             return Ok(None);
         }
     }
+    // Pause first, lock second: once anyone sees the lock, no claim can start any more.
+    pause_claims(engine, &queues).await?;
+    let lock = format!("rebuilding by {worker}");
     let locked: Option<String> = redis::cmd("SET")
         .arg(epoch_key(&ns))
-        .arg(format!("rebuilding by {worker}"))
+        .arg(&lock)
         .arg("NX")
         .arg("PX")
         .arg(REBUILD_LOCK.as_millis() as u64)
         .query_async(&mut conn)
         .await?;
     if locked.is_none() {
+        // Someone else holds the lock (and resumes the queues), or finished already.
+        let epoch: Option<String> = redis::cmd("GET").arg(epoch_key(&ns)).query_async(&mut conn).await?;
+        if epoch.as_deref() == Some("ok") {
+            resume_claims(engine, &queues).await?;
+        }
         return Ok(None);
     }
-    let restored = rebuild(engine, store).await?;
-    let _: () = redis::cmd("SET").arg(epoch_key(&ns)).arg("ok").query_async(&mut conn).await?;
-    if restored > 0 {
-        tracing::warn!(restored, "Redis had lost its data: queues rebuilt from Postgres");
+    let outcome = async {
+        if !drain(engine, &queues).await? {
+            return Ok(None);
+        }
+        rebuild(engine, store).await.map(Some)
     }
-    Ok(Some(restored))
+    .await;
+    match outcome {
+        Ok(Some(restored)) => {
+            let _: () = redis::cmd("SET").arg(epoch_key(&ns)).arg("ok").query_async(&mut conn).await?;
+            resume_claims(engine, &queues).await?;
+            if restored > 0 {
+                tracing::warn!(restored, "Redis had lost its data: queues rebuilt from Postgres");
+            }
+            Ok(Some(restored))
+        }
+        other => {
+            // Postgres is behind (or failed): give the lock back and let claims go on; a later
+            // check tries again.
+            let held: Option<String> = redis::cmd("GET").arg(epoch_key(&ns)).query_async(&mut conn).await?;
+            if held.as_deref() == Some(lock.as_str()) {
+                let _: () = redis::cmd("DEL").arg(epoch_key(&ns)).query_async(&mut conn).await?;
+            }
+            resume_claims(engine, &queues).await?;
+            other.map(|_| None)
+        }
+    }
+}
+
+/// Stop claims in `queues` for the rebuild (a queue an operator paused stays as it is).
+async fn pause_claims(engine: &Engine, queues: &[String]) -> Result<()> {
+    if queues.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for q in queues {
+        pipe.cmd("SET").arg(engine.keys(q).paused).arg(REBUILD_PAUSE).arg("NX").arg("PX").arg(REBUILD_LOCK.as_millis() as u64).ignore();
+    }
+    let _: () = pipe.query_async(&mut engine.connection()).await?;
+    Ok(())
+}
+
+/// Lift the rebuild's pause from `queues` (never an operator's) and wake their workers.
+async fn resume_claims(engine: &Engine, queues: &[String]) -> Result<()> {
+    let mut conn = engine.connection();
+    for q in queues {
+        let held: Option<String> = redis::cmd("GET").arg(engine.keys(q).paused).query_async(&mut conn).await?;
+        if held.as_deref() == Some(REBUILD_PAUSE) {
+            engine.set_paused(q, false).await?;
+        }
+    }
+    Ok(())
+}
+
+/// With claims paused: wait until no task of `queues` is leased and every outbox is drained
+/// into Postgres. False when the outboxes did not drain within [`REBUILD_DRAIN`].
+async fn drain(engine: &Engine, queues: &[String]) -> Result<bool> {
+    if queues.is_empty() {
+        return Ok(true);
+    }
+    let deadline = tokio::time::Instant::now() + REBUILD_DRAIN;
+    let mut conn = engine.connection();
+    loop {
+        let mut pipe = redis::pipe();
+        for q in queues {
+            let k = engine.keys(q);
+            pipe.zcard(&k.active).cmd("XLEN").arg(&k.outbox);
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        if counts.iter().step_by(2).any(|n| *n > 0) {
+            // A lease whose worker died counts until it expires; requeue it then (the queue
+            // stays paused, and the rebuild leaves a task that is in Redis alone).
+            for q in queues {
+                engine.reap(q, 1000).await?;
+            }
+        }
+        let leased: u64 = counts.iter().step_by(2).sum();
+        let pending: u64 = counts.iter().skip(1).step_by(2).sum();
+        if leased == 0 && pending == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            if pending > 0 {
+                tracing::warn!(pending, "rebuild postponed: audit outboxes are not drained into Postgres");
+                return Ok(false);
+            }
+            tracing::warn!(leased, "rebuilding while attempts are still running (they are in Redis and stay as they are)");
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Restore every scheduled, queued, running, retrying and dead task from Postgres.
