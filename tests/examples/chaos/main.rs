@@ -315,9 +315,11 @@ impl Figures {
         at.sort();
         let recover_ms = faults
             .iter()
-            .map(|f| {
+            // A fault after the last run had nothing left to recover (a task it stranded
+            // would be counted as lost).
+            .filter_map(|f| {
                 let next = at.partition_point(|t| t <= f);
-                at.get(next).map_or(u64::MAX, |t| t.duration_since(*f).as_millis() as u64)
+                at.get(next).map(|t| t.duration_since(*f).as_millis() as u64)
             })
             .max()
             .unwrap_or(0);
@@ -400,7 +402,8 @@ async fn redis_restart(o: &Opts, persistence: &[&str]) -> Result<Figures> {
     let n = if o.quick { 1_000 } else { 5_000 };
     let env = Env::new(&o.chronos_bin, RedisProc::start(persistence)?).await?;
     let (port, hits) = start_hit_server().await?;
-    let accepted = env.enqueue_hits(port, 0, n, 20).await?;
+    // Slow enough tasks (2 workers × 8 at 100 ms: 160/s) that Redis goes down mid-run.
+    let accepted = env.enqueue_hits(port, 0, n, 100).await?;
     let mut env = env;
     let workers: Vec<_> = (0..2).map(|i| env.worker(&format!("w{i}"), &[])).collect::<Result<_>>()?;
     // Mid-run: about a third done.
@@ -427,15 +430,17 @@ async fn flushall(o: &Opts) -> Result<Figures> {
     let n = if o.quick { 2_000 } else { 10_000 };
     let env = Env::new(&o.chronos_bin, RedisProc::start(&["--save", "", "--appendonly", "no"])?).await?;
     let (port, hits) = start_hit_server().await?;
-    let mut accepted = env.enqueue_hits(port, 0, n / 2, 10).await?;
+    // Most tasks up front, so Postgres holds many live ones when Redis loses them; the rest
+    // arrive while the rebuild runs.
+    let mut accepted = env.enqueue_hits(port, 0, n * 3 / 4, 10).await?;
     let workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}"), &[])).collect::<Result<_>>()?;
     let mut faults = Vec::new();
-    let mut next = n / 2;
+    let mut next = n * 3 / 4;
     let step = 50;
     while next < n {
         accepted += env.enqueue_hits(port, next, step, 10).await?;
         next += step;
-        if next == n / 2 + 10 * step {
+        if next == n * 3 / 4 + 5 * step {
             let mut conn = redis::Client::open(env.redis.url().as_str())?.get_multiplexed_async_connection().await?;
             let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
             faults.push(Instant::now());
@@ -450,13 +455,14 @@ async fn flushall(o: &Opts) -> Result<Figures> {
     // after the flush completed beside the rebuild: running it again is the rebuild's fault,
     // and that is the figure this scenario holds at 0.
     let flush = faults[0];
-    let h = hits.lock().unwrap();
     let (mut before, mut after) = (0u64, 0u64);
-    for starts in h.starts.values().filter(|e| e.len() > 1) {
-        let first = starts.iter().min().unwrap();
-        if *first <= flush { before += starts.len() as u64 - 1 } else { after += starts.len() as u64 - 1 }
+    {
+        let h = hits.lock().unwrap();
+        for starts in h.starts.values().filter(|e| e.len() > 1) {
+            let first = starts.iter().min().unwrap();
+            if *first <= flush { before += starts.len() as u64 - 1 } else { after += starts.len() as u64 - 1 }
+        }
     }
-    drop(h);
     f.duplicates = after;
     f.extra.insert("reruns_of_attempts_redis_lost".into(), json!(before));
     drop(workers);
