@@ -115,6 +115,13 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Compare in constant time, so response timing does not reveal how much of a key matched.
+/// The bootstrap admin (`CHRONOS_ADMIN_KEY`) if `secret` is that key, compared in constant
+/// time. The API and the dashboard both sign in with it.
+pub fn bootstrap_admin(admin_key: Option<&crate::config::Secret>, secret: &str) -> Option<Caller> {
+    let admin = admin_key?;
+    constant_time_eq(admin.expose().as_bytes(), secret.as_bytes()).then(|| Caller { key_id: BOOTSTRAP_ADMIN.into(), role: Role::Admin })
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

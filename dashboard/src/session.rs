@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
-use chronos_core::access::{BOOTSTRAP_ADMIN, Caller, Permission, Role, constant_time_eq, hash_secret};
+use chronos_core::access::{BOOTSTRAP_ADMIN, Caller, Permission, Role, bootstrap_admin, constant_time_eq, hash_secret};
 use sqlx::Row;
 
 use crate::DashState;
@@ -72,10 +72,8 @@ fn random_token() -> String {
 
 /// Who `secret` is: the bootstrap admin key, or a live stored key.
 pub async fn authenticate(state: &DashState, secret: &str) -> Result<Option<Caller>, PageError> {
-    if let Some(admin) = &state.cfg.admin_key
-        && constant_time_eq(admin.expose().as_bytes(), secret.as_bytes())
-    {
-        return Ok(Some(Caller { key_id: BOOTSTRAP_ADMIN.into(), role: Role::Admin }));
+    if let Some(admin) = bootstrap_admin(state.cfg.admin_key.as_ref(), secret) {
+        return Ok(Some(admin));
     }
     Ok(state.chronos.authenticate(secret).await?)
 }

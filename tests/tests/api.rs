@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chronos_core::model::NewTask;
 use chronos_tests::{TestEnv, diag_registry, start_api, start_worker, wait_until, worker_config};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -328,5 +329,23 @@ async fn a_task_created_over_http_runs_shows_its_attempts_and_can_be_cancelled_r
     assert!(actions.iter().all(|(actor, _)| actor == "bootstrap-admin"), "{actions:?}");
     assert_eq!(actions.iter().filter(|(_, a)| a == "retry_now").count(), 5, "{actions:?}");
     w.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_bulk_redrive_takes_back_dead_tasks_only_and_leaves_scheduled_ones_alone() {
+    use chronos_core::access::{Caller, Role};
+    use chronos_core::queue::FailKind;
+    let env = TestEnv::new().await;
+    let dead = env.client.enqueue(NewTask::new("noop", json!({})).max_attempts(1)).await.unwrap().id;
+    let later = env.client.enqueue(NewTask::new("noop", json!({})).delay(std::time::Duration::from_secs(600))).await.unwrap().id;
+    let claimed = env.engine.claim("default", "w1", 10, std::time::Duration::from_secs(30)).await.unwrap().tasks;
+    assert_eq!(claimed.len(), 1);
+    env.engine.fail("default", dead, claimed[0].token, "w1", FailKind::Permanent, "boom", "", None).await.unwrap();
+    let admin = Caller { key_id: "tester".into(), role: Role::Admin };
+    let r = env.client.redrive_many(&admin, &[dead, later, uuid::Uuid::now_v7()]).await.unwrap();
+    assert_eq!(r.ids, vec![dead], "only the dead task is redriven; the scheduled one and an unknown id are skipped");
+    assert_eq!(env.client.task(&admin, dead).await.unwrap().status, "queued");
+    assert_eq!(env.client.task(&admin, later).await.unwrap().status, "scheduled");
     env.cleanup().await;
 }

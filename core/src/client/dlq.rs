@@ -47,6 +47,25 @@ impl Chronos {
         Ok(task)
     }
 
+    /// Redrive these tasks (those not dead, or not visible to `caller`, are skipped) with one
+    /// sweep of the SQS queue for all their letters.
+    pub async fn redrive_many(&self, caller: &Caller, ids: &[TaskId]) -> Result<RedriveReport> {
+        let mut done = Vec::with_capacity(ids.len());
+        for &id in ids {
+            // Only a dead task: retry-now would also queue a scheduled or retrying one.
+            let Ok(live) = self.task(caller, id).await else { continue };
+            if live.status != "dead" {
+                continue;
+            }
+            if let Ok(RetryNowOutcome::Queued { .. }) = self.engine.retry_now(&live.queue, live.id, &caller.key_id).await {
+                done.push(id);
+            }
+        }
+        let set: HashSet<String> = done.iter().map(|i| i.to_string()).collect();
+        let sqs_messages_removed = if set.is_empty() { 0 } else { self.remove_letters(&set).await };
+        Ok(RedriveReport { ids: done, sqs_messages_removed })
+    }
+
     /// Put every dead task (or those of one queue / name) back as fresh attempts, at most
     /// [`MAX_REDRIVE`] per call.
     pub async fn redrive_all(&self, caller: &Caller, queue: Option<String>, name: Option<String>) -> Result<RedriveReport> {

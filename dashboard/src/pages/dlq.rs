@@ -83,17 +83,15 @@ async fn start(state: &DashState, caller: &Caller, error: Option<String>, queue:
     state.jobs.list.lock().unwrap().push(job.clone());
     let (state2, caller, id) = (state.clone(), caller.clone(), job.id);
     tokio::spawn(async move {
-        for chunk in ids.chunks(25) {
-            let (mut done, mut failed) = (0, 0);
-            for task in chunk {
-                match state2.chronos.redrive(&caller, *task).await {
-                    Ok(_) => done += 1,
-                    Err(e) => {
-                        tracing::debug!(task = %task, error = %e, "bulk redrive: task skipped");
-                        failed += 1;
-                    }
+        // One SQS sweep per chunk (not per task), and progress after each chunk.
+        for chunk in ids.chunks(100) {
+            let (done, failed) = match state2.chronos.redrive_many(&caller, chunk).await {
+                Ok(r) => (r.ids.len(), chunk.len() - r.ids.len()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "bulk redrive: a chunk failed");
+                    (0, chunk.len())
                 }
-            }
+            };
             if let Some(j) = state2.jobs.update(id, |j| {
                 j.done += done;
                 j.failed += failed;

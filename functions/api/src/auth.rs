@@ -6,7 +6,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use chronos_core::access::{BOOTSTRAP_ADMIN, Caller, Permission, Role, constant_time_eq};
+use chronos_core::access::{Caller, Permission, bootstrap_admin};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -54,10 +54,8 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
     let Some(secret) = bearer else {
         return Err(ApiError::unauthorized("send an API key as Authorization: Bearer <key>"));
     };
-    if let Some(admin) = &state.admin_key
-        && constant_time_eq(admin.expose().as_bytes(), secret.as_bytes())
-    {
-        return Ok(Caller { key_id: BOOTSTRAP_ADMIN.into(), role: Role::Admin });
+    if let Some(admin) = bootstrap_admin(state.admin_key.as_ref(), secret) {
+        return Ok(admin);
     }
     match state.chronos.authenticate(secret).await? {
         Some(c) => Ok(c),
