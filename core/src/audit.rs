@@ -57,6 +57,8 @@ struct TaskUpdate {
     last_error: Option<String>,
     run_at: Option<DateTime<Utc>>,
     finished: Option<DateTime<Utc>>,
+    /// A retry-now of a dead task gave it a fresh attempt budget.
+    max_attempts: Option<i32>,
 }
 
 #[derive(Default)]
@@ -74,7 +76,15 @@ impl Batch {
 
     fn task(&mut self, id: Uuid, seq: i64, status: &'static str, at: DateTime<Utc>) -> &mut TaskUpdate {
         let terminal = matches!(status, "completed" | "dead" | "cancelled");
-        let u = self.tasks.entry(id).or_insert(TaskUpdate { seq, status, attempts: None, last_error: None, run_at: None, finished: None });
+        let u = self.tasks.entry(id).or_insert(TaskUpdate {
+            seq,
+            status,
+            attempts: None,
+            last_error: None,
+            run_at: None,
+            finished: None,
+            max_attempts: None,
+        });
         if seq >= u.seq {
             u.seq = seq;
             u.status = status;
@@ -178,6 +188,8 @@ impl Batch {
                     _ => {
                         let u = self.task(id, seq, "queued", at);
                         u.run_at = Some(at);
+                        let ma = s("ma").and_then(|m| m.parse::<i32>().ok());
+                        u.max_attempts = u.max_attempts.max(ma);
                         "retry_now"
                     }
                 };
@@ -379,6 +391,7 @@ impl AuditWriter {
             let mut ras = Vec::new();
             let mut fts = Vec::new();
             let mut seqs = Vec::new();
+            let mut mas = Vec::new();
             let mut tasks: Vec<_> = b.tasks.iter().collect();
             tasks.sort_unstable_by_key(|(id, _)| **id);
             for (id, u) in tasks {
@@ -389,13 +402,15 @@ impl AuditWriter {
                 ras.push(u.run_at);
                 fts.push(u.finished);
                 seqs.push(u.seq);
+                mas.push(u.max_attempts);
             }
             sqlx::query(
                 "UPDATE tasks SET status = u.st, attempts = GREATEST(tasks.attempts, u.a),
                    last_error = COALESCE(u.le, tasks.last_error), run_at = COALESCE(u.ra, tasks.run_at),
-                   finished_at = u.ft, updated_at = now(), event_seq = u.seq
-                 FROM (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[])
-                       AS v(id, st, a, le, ra, ft, seq) ORDER BY id) AS u
+                   finished_at = u.ft, updated_at = now(), event_seq = u.seq,
+                   max_attempts = GREATEST(tasks.max_attempts, COALESCE(u.ma, tasks.max_attempts))
+                 FROM (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[], $8::int4[])
+                       AS v(id, st, a, le, ra, ft, seq, ma) ORDER BY id) AS u
                  WHERE tasks.id = u.id AND tasks.event_seq < u.seq",
             )
             .bind(&ids)
@@ -405,6 +420,7 @@ impl AuditWriter {
             .bind(&ras)
             .bind(&fts)
             .bind(&seqs)
+            .bind(&mas)
             .execute(&mut *tx)
             .await?;
         }

@@ -9,7 +9,7 @@ local ready, delayed, dead, dlq, seqkey, outbox, wake, retry = KEYS[1], KEYS[2],
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
 local tkey = task_key(prefix, id)
 local now = now_ms()
-local f = redis.call('HMGET', tkey, 'st', 'pr', 'a', 'mb')
+local f = redis.call('HMGET', tkey, 'st', 'pr', 'a', 'mb', 'ma')
 local st = f[1]
 if not st then return {'not_found', ''} end
 if st == 'scheduled' then
@@ -19,7 +19,8 @@ elseif st == 'retrying' then
 elseif st == 'dead' then
   redis.call('ZREM', dead, id)
   redis.call('ZREM', dlq, id)
-  redis.call('HSET', tkey, 'ma', tonumber(f[3]) + tonumber(f[4]))
+  f[5] = tonumber(f[3]) + tonumber(f[4])
+  redis.call('HSET', tkey, 'ma', f[5])
   redis.call('HDEL', tkey, 'fa')
 else
   return {'refused', st}
@@ -27,6 +28,7 @@ end
 local seq = redis.call('INCR', seqkey)
 redis.call('ZADD', ready, ready_score(f[2], seq), id)
 redis.call('HSET', tkey, 'st', 'queued', 'ra', now)
-redis.call('XADD', outbox, '*', 'k', 'R', 't', now, 'i', id, 'by', actor, 'st', st)
+-- 'ma': the attempt budget now, so Postgres records the dead task's fresh budget too.
+redis.call('XADD', outbox, '*', 'k', 'R', 't', now, 'i', id, 'by', actor, 'st', st, 'ma', f[5] or '')
 wake_one(wake)
 return {'queued', st}

@@ -1,0 +1,33 @@
+//! One truth in Redis and Postgres: what a task's live view says is what its row says once the
+//! audit writer caught up.
+
+use std::time::Duration;
+
+use chronos_core::access::{Caller, Role};
+use chronos_core::model::NewTask;
+use chronos_core::store::TaskFilter;
+use chronos_tests::{TestEnv, diag_registry, start_worker, wait_until, worker_config};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_task_retried_now_has_its_fresh_attempt_budget_in_postgres_as_in_redis() {
+    let env = TestEnv::new().await;
+    let w = start_worker(&env, diag_registry(), worker_config(&["default"]), None);
+    let admin = Caller { key_id: "test".into(), role: Role::Admin };
+    let id = env.client.enqueue(NewTask::new("fail", json!({ "times": 10, "permanent": true })).max_attempts(5)).await.unwrap().id;
+    wait_until(Duration::from_secs(10), "the task is dead", || async { env.status(id).await == "dead" }).await;
+    env.client.retry_now(&admin, id).await.unwrap();
+    wait_until(Duration::from_secs(10), "the second attempt died too, recorded in Postgres", || async {
+        let row = env.store.get_task(id).await.unwrap().unwrap();
+        row.status == "dead" && row.attempts == 2
+    })
+    .await;
+    let live = env.client.task(&admin, id).await.unwrap();
+    let row = env.store.get_task(id).await.unwrap().unwrap();
+    let listed = env.client.tasks(&admin, TaskFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(live.max_attempts, 6, "one attempt used, then a fresh budget of 5");
+    assert_eq!(row.max_attempts, live.max_attempts, "the Postgres row says what the live view says");
+    assert_eq!(listed[0].max_attempts, live.max_attempts, "and so do lists");
+    w.stop().await;
+    env.cleanup().await;
+}
