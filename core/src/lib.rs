@@ -18,6 +18,8 @@
 //!   forwarder, reaper, Redis-loss rebuild); each binary picks the ones it runs.
 //! - [`dlq`] — the SQS dead-letter queue and the forwarder that never drops a letter.
 //! - [`reconcile`] — rebuilds the queues from Postgres when Redis lost its data (`restore.lua`).
+//! - [`retention`] — deletes finished tasks past `CHRONOS_RETENTION_DAYS` /
+//!   `CHRONOS_DEAD_RETENTION_DAYS` in batches (the tick runs it; `purge_dead.lua`).
 //! - [`cron`] — cron expressions (Vixie semantics, seconds, macros) and their fire instants in
 //!   any IANA zone, with Debian cron's DST rules; a pure function of (expression, zone, range).
 //! - [`schedule`] — recurring schedules (model, validation, table, the pure `planner`, and the
@@ -48,6 +50,7 @@ pub mod keys;
 pub mod model;
 pub mod queue;
 pub mod reconcile;
+pub mod retention;
 pub mod schedule;
 pub mod secrets;
 pub mod services;

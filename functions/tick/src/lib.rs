@@ -3,20 +3,22 @@
 //!
 //! # Layout
 //! - [`tick`] — one run: plan schedules ([`chronos_core::schedule::Scheduler::tick`]), check
-//!   Redis still holds its state (rebuild from Postgres if it lost it), reap expired leases.
+//!   Redis still holds its state (rebuild from Postgres if it lost it), reap expired leases,
+//!   delete finished tasks past their retention ([`chronos_core::retention`]).
 //! - [`run_loop`] — the local loop around it.
 //! - `main.rs` — the Lambda binary `chronos-tick-lambda`.
 //!
 //! Each part is safe to run concurrently with another tick (a retried Lambda, two regions, a
 //! local loop beside the Lambda): planning locks schedule rows with `SKIP LOCKED` and names each
 //! occurrence deterministically, the rebuild takes a Redis lock, and reaping is one script per
-//! queue guarded by fencing tokens.
+//! queue guarded by fencing tokens; retention deletes by primary key, each row once.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chronos_core::retention::{Purged, Retention};
 use chronos_core::schedule::{Scheduler, TickReport};
-use chronos_core::{Result, reconcile};
+use chronos_core::{Error, Result, reconcile, retention};
 use serde::Serialize;
 
 /// Expired leases reaped per queue per tick (workers reap too; this catches a fleet scaled to zero).
@@ -31,6 +33,8 @@ pub struct TickOutput {
     pub restored: Option<usize>,
     /// Expired leases handed back (or dead-lettered).
     pub reaped: usize,
+    /// Finished tasks deleted for retention.
+    pub purged: Purged,
 }
 
 /// One tick. `who` names this ticker in the rebuild lock.
@@ -50,7 +54,10 @@ pub async fn tick_at(scheduler: &Scheduler, who: &str, now: DateTime<Utc>) -> Re
     for q in chronos.engine.queues().await? {
         reaped += chronos.engine.reap(&q, REAP_LIMIT).await?.0;
     }
-    Ok(TickOutput { schedules, restored, reaped })
+    // Read each tick (two variables): a bad value fails the tick with the variable's name.
+    let keep = Retention::from_env().map_err(|e| Error::Invalid { field: e.var, message: e.message })?;
+    let purged = retention::purge(&chronos.engine, &chronos.store, keep, now).await?;
+    Ok(TickOutput { schedules, restored, reaped, purged })
 }
 
 /// Tick every `every` until `stop` resolves; an error is logged and the next tick retries.
@@ -64,7 +71,13 @@ pub async fn run_loop(scheduler: Scheduler, who: String, every: Duration, stop: 
             _ = timer.tick() => {}
         }
         match tick(&scheduler, &who).await {
-            Ok(out) if out.schedules.planned > 0 || out.reaped > 0 || out.restored.is_some() || out.schedules.failed > 0 => {
+            Ok(out)
+                if out.schedules.planned > 0
+                    || out.reaped > 0
+                    || out.restored.is_some()
+                    || out.schedules.failed > 0
+                    || out.purged != Purged::default() =>
+            {
                 tracing::info!(?out, "tick")
             }
             Ok(out) => tracing::debug!(?out, "tick"),
