@@ -28,6 +28,7 @@
 //!   the API, the CLI and the dashboard share (read, list, cancel, retry, redrive, queues, keys).
 //! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
 //!   that decides what a role may do.
+//! - [`builtin`] — the built-in handlers' payload types, checked when a task is submitted.
 //! - [`backlog`] — a queue's backlog for the scaler: waiting + due scheduled + due retrying,
 //!   running, and the oldest waiting task's age.
 //! - [`secrets`] — Secrets Manager values named by `*_SECRET_ARN` variables, read at start-up.
@@ -39,6 +40,7 @@
 pub mod access;
 pub mod audit;
 pub mod backlog;
+pub mod builtin;
 pub mod client;
 pub mod config;
 pub mod cron;

@@ -410,6 +410,7 @@ impl NewTask {
         if payload.len() > max_payload {
             return Err(Error::invalid("payload", format!("is {} bytes; the limit is {max_payload} bytes", payload.len())));
         }
+        crate::builtin::check_payload(&self.name, &self.payload)?;
         if self.max_attempts == 0 || self.max_attempts > MAX_MAX_ATTEMPTS {
             return Err(Error::invalid("max_attempts", format!("must be 1–{MAX_MAX_ATTEMPTS}")));
         }

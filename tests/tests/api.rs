@@ -28,7 +28,7 @@ async fn get(api: &chronos_tests::RunningApi, path: &str) -> (StatusCode, String
 async fn creating_a_task_returns_201_and_a_repeated_idempotency_key_returns_200_with_the_same_task() {
     let env = TestEnv::new().await;
     let api = start_api(&env, None).await;
-    let req = json!({ "name": "email", "queue": "mail", "payload": { "to": "a@b.c" }, "priority": "high", "delay_ms": 60000,
+    let req = json!({ "name": "email", "queue": "mail", "payload": { "to": "a@b.c", "subject": "Hi", "text": "…" }, "priority": "high", "delay_ms": 60000,
                       "max_attempts": 3, "backoff": { "kind": "fixed", "base_ms": 500, "cap_ms": 500, "jitter": "none" },
                       "timeout_ms": 1000, "idempotency_key": "order-1" });
     let (s, _, a) = post(&api, "/v1/tasks", req.clone()).await;
@@ -123,7 +123,7 @@ async fn listing_filters_searches_and_pages_newest_first() {
         post(&api, "/v1/tasks", json!({ "name": "report.build", "queue": "reports", "payload": { "customer": format!("acme-{i}") } }))
             .await;
     }
-    post(&api, "/v1/tasks", json!({ "name": "email", "queue": "mail", "payload": { "to": "zed@example.com" } })).await;
+    post(&api, "/v1/tasks", json!({ "name": "email", "queue": "mail", "payload": { "to": "zed@example.com", "subject": "Hi", "text": "…" } })).await;
     let (_, _, p1) = get(&api, "/v1/tasks?queue=reports&limit=2").await;
     let page1: Vec<&str> = p1["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(page1.len(), 2);

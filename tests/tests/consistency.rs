@@ -31,3 +31,36 @@ async fn a_dead_task_retried_now_has_its_fresh_attempt_budget_in_postgres_as_in_
     w.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_in_kind_with_a_payload_its_handler_would_refuse_is_a_422_naming_the_field_at_submit() {
+    let env = TestEnv::new().await;
+    let api = chronos_tests::start_api(&env, None).await;
+    let post = |body: serde_json::Value| api.admin(reqwest::Method::POST, "/v1/tasks").json(&body).send();
+    let r = post(json!({ "name": "sleep", "payload": { "ms": 10, "n": 1 } })).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["field"], "payload", "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("unknown field `n`") && detail.contains("payload.n") && detail.contains("{ms}"), "{detail}");
+    let r = post(json!({ "name": "http", "payload": { "url": "https://example.com", "headers": { "x": 1 } } })).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].as_str().unwrap().contains("payload.headers.x"));
+    // A batch is refused whole, naming the item.
+    let r = api
+        .admin(reqwest::Method::POST, "/v1/tasks/batch")
+        .json(&json!({ "tasks": [{ "name": "noop" }, { "name": "fail", "payload": { "time": 1 } }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert!(p["field"].as_str().unwrap().starts_with("tasks[1]"), "{p}");
+    // Kinds Chronos does not know stay accepted (custom handlers, rolling deploys), and so does
+    // a built-in kind with a payload its handler takes.
+    assert_eq!(post(json!({ "name": "report.build", "payload": { "n": 1 } })).await.unwrap().status(), 201);
+    assert_eq!(post(json!({ "name": "sleep", "payload": { "ms": 10 } })).await.unwrap().status(), 201);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(env.store.pool()).await.unwrap();
+    assert_eq!(rows, 2, "nothing refused was stored");
+    env.cleanup().await;
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use chronos_core::builtin::{FailPayload, SleepPayload};
 
 use crate::handler::{Handler, HandlerError, Task, TaskContext};
 
@@ -21,12 +21,6 @@ impl Handler for Noop {
 /// Sleeps `{ms}`; returns early as cancelled when the task is cancelled.
 pub struct Sleep;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SleepPayload {
-    ms: u64,
-}
-
 impl Handler for Sleep {
     fn kind(&self) -> &'static str {
         "sleep"
@@ -42,16 +36,6 @@ impl Handler for Sleep {
 
 /// Fails its first `times` attempts (permanently if `permanent`), then succeeds.
 pub struct Fail;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailPayload {
-    times: u32,
-    #[serde(default)]
-    permanent: bool,
-    #[serde(default)]
-    message: Option<String>,
-}
 
 impl Handler for Fail {
     fn kind(&self) -> &'static str {

@@ -15,9 +15,9 @@
 //! - Cancellation ends the attempt at once with [`HandlerError::Cancelled`]; a message the
 //!   server already accepted stays sent.
 
+use chronos_core::builtin::{EmailPayload, Recipients};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::Deserialize;
 
 use crate::handler::{Handler, HandlerError, Task, TaskContext};
 
@@ -26,24 +26,6 @@ use crate::handler::{Handler, HandlerError, Task, TaskContext};
 pub struct EmailHandler {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmailPayload {
-    to: Recipients,
-    subject: String,
-    text: Option<String>,
-    html: Option<String>,
-    from: Option<String>,
-    reply_to: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Recipients {
-    One(String),
-    Many(Vec<String>),
 }
 
 impl EmailHandler {

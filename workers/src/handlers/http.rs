@@ -18,14 +18,13 @@
 //!   receivers check it with [`verify_signature`] and should also reject an old `t` (replays).
 //! - Cancellation ends the attempt at once with [`HandlerError::Cancelled`].
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chronos_core::builtin::HttpPayload;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::handler::{Handler, HandlerError, Task, TaskContext};
@@ -46,17 +45,6 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct HttpHandler {
     client: reqwest::Client,
     secret: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpPayload {
-    url: String,
-    method: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    body: Option<serde_json::Value>,
-    timeout_ms: Option<u64>,
 }
 
 /// A payload checked up front, so everything that retrying cannot fix fails permanently before
