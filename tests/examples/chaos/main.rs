@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chronos_core::{Backoff, Chronos, Engine, NewTask, Store};
+use chronos_workers::handlers::http::TASK_ID_HEADER;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -65,22 +66,23 @@ fn parse_args() -> Result<Opts> {
 /// What the handlers' HTTP endpoint saw: per task index, the successful runs, and when.
 #[derive(Default)]
 struct Hits {
-    runs: HashMap<u64, u32>,
+    runs: HashMap<String, u32>,
     /// When each task's successful runs started (for where duplicates come from).
-    starts: HashMap<u64, Vec<Instant>>,
+    starts: HashMap<String, Vec<Instant>>,
     at: Vec<Instant>,
 }
 
 type SharedHits = Arc<Mutex<Hits>>;
 
 /// The endpoint every task's `http` handler calls: `POST /hit` with `{"i": n, "ms": m}`; it
-/// waits `m` ms (so kills land on running attempts), counts the run and answers 200.
+/// waits `m` ms (so kills land on running attempts), counts the run under the task id the
+/// handler sends and answers 200.
 async fn start_hit_server() -> Result<(u16, SharedHits)> {
     let hits: SharedHits = Default::default();
     let h = hits.clone();
     let app = axum::Router::new().route(
         "/hit",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+        axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
             let h = h.clone();
             async move {
                 let started = Instant::now();
@@ -89,9 +91,9 @@ async fn start_hit_server() -> Result<(u16, SharedHits)> {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
                 let mut g = h.lock().unwrap();
-                let i = body["i"].as_u64().unwrap_or(u64::MAX);
-                *g.runs.entry(i).or_default() += 1;
-                g.starts.entry(i).or_default().push(started);
+                let id = headers.get(TASK_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                *g.runs.entry(id.clone()).or_default() += 1;
+                g.starts.entry(id).or_default().push(started);
                 g.at.push(Instant::now());
                 "ok"
             }
@@ -435,32 +437,37 @@ async fn flushall(o: &Opts) -> Result<Figures> {
     let mut accepted = env.enqueue_hits(port, 0, n * 3 / 4, 10).await?;
     let workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}"), &[])).collect::<Result<_>>()?;
     let mut faults = Vec::new();
+    let mut leased_at_flush = std::collections::HashSet::new();
     let mut next = n * 3 / 4;
     let step = 50;
     while next < n {
         accepted += env.enqueue_hits(port, next, step, 10).await?;
         next += step;
         if next == n * 3 / 4 + 5 * step {
+            // The tasks leased at the instant of the flush, read in the same transaction.
             let mut conn = redis::Client::open(env.redis.url().as_str())?.get_multiplexed_async_connection().await?;
-            let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
             faults.push(Instant::now());
+            let (active, ()): (Vec<String>, ()) =
+                redis::pipe().atomic().zrange(env.client.engine.keys(QUEUE).active, 0, -1).cmd("FLUSHALL").query_async(&mut conn).await?;
+            leased_at_flush.extend(active);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let c = env.settle(accepted, settle_limit(o)).await?;
     let mut f = Figures::from_counts(accepted, &c, &hits, &faults);
-    // Where the duplicates come from. A task whose first successful run started before the
-    // flush was running (or being acknowledged) when Redis lost its data: Redis forgot that
-    // attempt, so it runs again (at-least-once). A task whose first successful run started
-    // after the flush completed beside the rebuild: running it again is the rebuild's fault,
-    // and that is the figure this scenario holds at 0.
+    // Where the duplicates come from. A task leased when Redis lost its data, or whose first
+    // successful run started before that (its completion was still in the outbox), lost that
+    // attempt with Redis, so it runs again (at-least-once). Any other task that ran again was
+    // claimed and completed after the flush, beside the rebuild: running it again is the
+    // rebuild's fault, and that is the figure this scenario holds at 0.
     let flush = faults[0];
     let (mut before, mut after) = (0u64, 0u64);
     {
         let h = hits.lock().unwrap();
-        for starts in h.starts.values().filter(|e| e.len() > 1) {
+        for (id, starts) in h.starts.iter().filter(|(_, e)| e.len() > 1) {
             let first = starts.iter().min().unwrap();
-            if *first <= flush { before += starts.len() as u64 - 1 } else { after += starts.len() as u64 - 1 }
+            let extra = starts.len() as u64 - 1;
+            if *first <= flush || leased_at_flush.contains(id) { before += extra } else { after += extra }
         }
     }
     f.duplicates = after;
