@@ -282,6 +282,19 @@ pub struct NewTask {
     /// Set on the occurrences a schedule plans: which schedule and fire instant (this also
     /// fixes the task id, so an occurrence planned twice is still one task).
     pub origin: Option<Origin>,
+    /// When it was submitted, at Postgres's precision (microseconds): the row's `created_at`
+    /// and the base of a `delay`. Set by [`NewTask::prepare`] when unset, so the answer to a
+    /// submission can show what was stored without reading it back.
+    pub submitted_at: Option<DateTime<Utc>>,
+}
+
+/// How far ahead a first run may be, whether given as `run_at` or as a delay: 10 years.
+pub const MAX_FIRST_RUN_AHEAD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// An instant at Postgres's precision (microseconds), so what is answered is what is stored.
+pub fn stored_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
 }
 
 /// What a schedule does when an occurrence comes due while its previous run is not finished.
@@ -367,8 +380,20 @@ impl NewTask {
             idempotency_key: None,
             created_by: None,
             origin: None,
+            submitted_at: None,
         }
     }
+
+    /// The first due time as seen by the producer's clock, `now` being the submission
+    /// (Postgres record; Redis decides exactly).
+    pub fn first_run_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        stored_precision(match self.schedule {
+            Schedule::Now => now,
+            Schedule::At(at) => at,
+            Schedule::After(d) => now + chrono::Duration::from_std(d).unwrap_or_default(),
+        })
+    }
+
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = queue.into();
         self
@@ -403,7 +428,8 @@ impl NewTask {
     }
 
     /// Validate and encode. `max_payload` is the payload size limit in bytes.
-    pub fn prepare(self, max_payload: usize) -> Result<PreparedTask> {
+    pub fn prepare(mut self, max_payload: usize) -> Result<PreparedTask> {
+        let submitted = *self.submitted_at.get_or_insert_with(|| stored_precision(Utc::now()));
         validate_queue_name(&self.queue)?;
         validate_task_name(&self.name)?;
         let payload = serde_json::to_string(&self.payload).map_err(|e| Error::invalid("payload", e.to_string()))?;
@@ -423,15 +449,18 @@ impl NewTask {
         {
             return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_IDEMPOTENCY_KEY_LEN} bytes")));
         }
+        // One range for both ways of saying when: from 1970 (an instant in the past runs at
+        // once) to 10 years after the submission.
+        let latest = submitted + chrono::Duration::from_std(MAX_FIRST_RUN_AHEAD).unwrap_or_default();
         if let Schedule::At(at) = self.schedule
-            && !(0..=253_402_300_799_999).contains(&at.timestamp_millis())
+            && (at.timestamp_millis() < 0 || at > latest)
         {
-            return Err(Error::invalid("run_at", "must be between 1970-01-01 and 9999-12-31 (UTC)"));
+            return Err(Error::invalid("run_at", format!("must be between 1970-01-01T00:00:00Z and 10 years from now ({latest})")));
         }
         if let Schedule::After(d) = self.schedule
-            && d > Duration::from_secs(10 * 365 * 24 * 3600)
+            && d > MAX_FIRST_RUN_AHEAD
         {
-            return Err(Error::invalid("delay_ms", "must be at most 10 years"));
+            return Err(Error::invalid("delay_ms", format!("must be at most 10 years ({} ms)", MAX_FIRST_RUN_AHEAD.as_millis())));
         }
         let id = self.origin.as_ref().map_or_else(Uuid::now_v7, Origin::task_id);
         Ok(PreparedTask { id, task: self, payload_json: payload })
@@ -459,11 +488,7 @@ impl PreparedTask {
 
     /// The first due time as seen by the producer's clock (Postgres record; Redis decides exactly).
     pub fn approx_run_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        match self.task.schedule {
-            Schedule::Now => now,
-            Schedule::At(at) => at,
-            Schedule::After(d) => now + chrono::Duration::from_std(d).unwrap_or_default(),
-        }
+        self.task.first_run_at(self.task.submitted_at.unwrap_or(now))
     }
 }
 

@@ -188,6 +188,7 @@ impl Store {
             let mut creators: Vec<Option<&str>> = Vec::with_capacity(new.len());
             let mut schedules: Vec<Option<Uuid>> = Vec::with_capacity(new.len());
             let mut fires: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(new.len());
+            let mut created: Vec<DateTime<Utc>> = Vec::with_capacity(new.len());
             for &i in &new {
                 let p = &tasks[i];
                 ids.push(p.id);
@@ -204,14 +205,16 @@ impl Store {
                 creators.push(p.task.created_by.as_deref());
                 schedules.push(p.task.origin.map(|o| o.schedule_id));
                 fires.push(p.task.origin.map(|o| o.fire_at));
+                created.push(p.task.submitted_at.unwrap_or(now));
             }
             let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by,
-                                    schedule_id, fire_at)
-                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa
+                                    schedule_id, fire_at, created_at, updated_at)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
-                             $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::uuid[], $14::timestamptz[])
-                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa)
+                             $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::uuid[], $14::timestamptz[],
+                             $15::timestamptz[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca)
                  ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(&ids)
@@ -228,6 +231,7 @@ impl Store {
             .bind(&creators)
             .bind(&schedules)
             .bind(&fires)
+            .bind(&created)
             .fetch_all(&mut *tx)
             .await?;
             if inserted.len() < new.len() {

@@ -64,3 +64,50 @@ async fn a_built_in_kind_with_a_payload_its_handler_would_refuse_is_a_422_naming
     assert_eq!(rows, 2, "nothing refused was stored");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_to_a_submission_shows_the_times_as_stored() {
+    let env = TestEnv::new().await;
+    let api = chronos_tests::start_api(&env, None).await;
+    for body in [
+        json!({ "name": "noop" }),
+        json!({ "name": "noop", "delay_ms": 1234 }),
+        json!({ "name": "noop", "run_at": "2030-01-02T03:04:05.123456789Z" }),
+    ] {
+        let created: serde_json::Value =
+            api.admin(reqwest::Method::POST, "/v1/tasks").json(&body).send().await.unwrap().json().await.unwrap();
+        let id = created["id"].as_str().unwrap();
+        let stored: serde_json::Value =
+            api.admin(reqwest::Method::GET, &format!("/v1/tasks/{id}")).send().await.unwrap().json().await.unwrap();
+        for f in ["created_at", "updated_at", "run_at", "status"] {
+            assert_eq!(created[f], stored[f], "{f} of {body}: answered {} but stored {}", created[f], stored[f]);
+        }
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_at_and_delay_ms_share_one_range_of_at_most_ten_years_ahead() {
+    let env = TestEnv::new().await;
+    let api = chronos_tests::start_api(&env, None).await;
+    let status = |body: serde_json::Value| {
+        let req = api.admin(reqwest::Method::POST, "/v1/tasks").json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let nine_years = (chrono::Utc::now() + chrono::Duration::days(9 * 365)).to_rfc3339();
+    let eleven_years = (chrono::Utc::now() + chrono::Duration::days(11 * 365)).to_rfc3339();
+    assert_eq!(status(json!({ "name": "noop", "run_at": nine_years })).await.0, 201);
+    assert_eq!(status(json!({ "name": "noop", "delay_ms": 9u64 * 365 * 86_400_000 })).await.0, 201);
+    let (s, p) = status(json!({ "name": "noop", "run_at": eleven_years })).await;
+    assert_eq!((s, p["field"].as_str()), (422, Some("run_at")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("10 years"), "{p}");
+    let (s, p) = status(json!({ "name": "noop", "run_at": "9999-12-31T00:00:00Z" })).await;
+    assert_eq!((s, p["field"].as_str()), (422, Some("run_at")), "9999 is past the range: {p}");
+    let (s, p) = status(json!({ "name": "noop", "delay_ms": 11u64 * 365 * 86_400_000 })).await;
+    assert_eq!((s, p["field"].as_str()), (422, Some("delay_ms")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("10 years"), "{p}");
+    env.cleanup().await;
+}

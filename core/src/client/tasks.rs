@@ -11,7 +11,7 @@ use chrono::Utc;
 use super::Chronos;
 use crate::access::Caller;
 use crate::error::{Error, Result};
-use crate::model::{NewTask, Schedule, Status, TaskId};
+use crate::model::{NewTask, Schedule, Status, TaskId, stored_precision};
 use crate::queue::{CancelOutcome, RetryNowOutcome};
 use crate::store::{AttemptRecord, ManualAction, TaskFilter, TaskRecord};
 
@@ -32,15 +32,12 @@ pub struct SubmittedTask {
 }
 
 impl TaskRecord {
-    /// The record of a task just accepted, without another round trip.
+    /// The record of a task just accepted, without another round trip: what Postgres stored
+    /// (times at its precision, from the task's `submitted_at`).
     pub fn just_created(id: TaskId, t: &NewTask, created_by: Option<&str>) -> TaskRecord {
-        let now = Utc::now();
-        let (status, run_at) = match t.schedule {
-            Schedule::Now => ("queued", now),
-            Schedule::At(at) if at <= now => ("queued", at),
-            Schedule::At(at) => ("scheduled", at),
-            Schedule::After(d) => ("scheduled", now + chrono::Duration::from_std(d).unwrap_or_default()),
-        };
+        let now = t.submitted_at.unwrap_or_else(|| stored_precision(Utc::now()));
+        let run_at = t.first_run_at(now);
+        let status = if matches!(t.schedule, Schedule::Now) || run_at <= now { "queued" } else { "scheduled" };
         TaskRecord {
             id,
             queue: t.queue.clone(),
@@ -96,7 +93,8 @@ fn no_task(id: TaskId) -> Error {
 
 impl Chronos {
     /// Submit one task; an idempotency hit answers with the earlier task as it is now.
-    pub async fn submit(&self, task: NewTask, caller: &Caller) -> Result<SubmittedTask> {
+    pub async fn submit(&self, mut task: NewTask, caller: &Caller) -> Result<SubmittedTask> {
+        task.submitted_at.get_or_insert_with(|| stored_precision(Utc::now()));
         let s = self.enqueue(task.clone()).await?;
         if s.created {
             return Ok(SubmittedTask { created: true, task: TaskRecord::just_created(s.id, &task, Some(&caller.key_id)) });
@@ -106,7 +104,11 @@ impl Chronos {
     }
 
     /// Submit a batch (all-or-nothing validation, one write); one answer per task in order.
-    pub async fn submit_batch(&self, tasks: Vec<NewTask>, caller: &Caller) -> Result<Vec<SubmittedTask>> {
+    pub async fn submit_batch(&self, mut tasks: Vec<NewTask>, caller: &Caller) -> Result<Vec<SubmittedTask>> {
+        let now = stored_precision(Utc::now());
+        for t in &mut tasks {
+            t.submitted_at.get_or_insert(now);
+        }
         let submitted = self.enqueue_batch(tasks.clone()).await?;
         let mut out = Vec::with_capacity(submitted.len());
         for (s, t) in submitted.iter().zip(&tasks) {

@@ -78,11 +78,13 @@ what_runs! {
     #[derive(Debug, Deserialize, ToSchema)]
     #[serde(deny_unknown_fields)]
     pub struct CreateTask {
-        /// First run at this RFC 3339 instant (years 0000–9999 in UTC). Not together with `delay_ms`.
+        /// First run at this RFC 3339 instant: from 1970-01-01T00:00:00Z (a past instant runs at
+        /// once) to 10 years from now, the range of `delay_ms`. Not together with `delay_ms`.
         #[serde(default)]
         #[schema(example = "2026-11-27T09:00:00Z", format = DateTime)]
         pub run_at: Option<String>,
-        /// First run after this many milliseconds. Not together with `run_at`.
+        /// First run after this many milliseconds, at most 10 years (315,360,000,000). Not together
+        /// with `run_at`.
         #[serde(default)]
         #[schema(maximum = 315_360_000_000u64)]
         pub delay_ms: Option<u64>,
