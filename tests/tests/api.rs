@@ -123,7 +123,12 @@ async fn listing_filters_searches_and_pages_newest_first() {
         post(&api, "/v1/tasks", json!({ "name": "report.build", "queue": "reports", "payload": { "customer": format!("acme-{i}") } }))
             .await;
     }
-    post(&api, "/v1/tasks", json!({ "name": "email", "queue": "mail", "payload": { "to": "zed@example.com", "subject": "Hi", "text": "…" } })).await;
+    post(
+        &api,
+        "/v1/tasks",
+        json!({ "name": "email", "queue": "mail", "payload": { "to": "zed@example.com", "subject": "Hi", "text": "…" } }),
+    )
+    .await;
     let (_, _, p1) = get(&api, "/v1/tasks?queue=reports&limit=2").await;
     let page1: Vec<&str> = p1["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(page1.len(), 2);
