@@ -495,7 +495,8 @@ impl PreparedTask {
 /// Queue names become part of Redis keys and hash tags: keep them to a safe alphabet.
 pub fn validate_queue_name(q: &str) -> Result<()> {
     if q.is_empty() || q.len() > MAX_QUEUE_LEN || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
-        return Err(Error::invalid("queue", format!("{q:?} is not a valid queue name; use 1–{MAX_QUEUE_LEN} of A–Z a–z 0–9 _ - .")));
+        let q = excerpt(q);
+        return Err(Error::invalid("queue", format!("{q} is not a valid queue name; use 1–{MAX_QUEUE_LEN} of A–Z a–z 0–9 _ - .")));
     }
     // "." and ".." cannot stand for themselves in a URL path segment: a link to such a queue
     // would resolve to another page.
@@ -505,9 +506,21 @@ pub fn validate_queue_name(q: &str) -> Result<()> {
     Ok(())
 }
 
+/// A value for an error message: quoted, and cut to its start when long (a 100 KB name is not
+/// echoed back whole).
+pub fn excerpt(s: &str) -> String {
+    const SHOWN: usize = 64;
+    if s.chars().count() <= SHOWN {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(SHOWN).collect();
+    format!("{head:?}… ({} bytes)", s.len())
+}
+
 pub fn validate_task_name(n: &str) -> Result<()> {
     if n.is_empty() || n.len() > MAX_NAME_LEN || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b)) {
-        return Err(Error::invalid("name", format!("{n:?} is not a valid task name; use 1–{MAX_NAME_LEN} of A–Z a–z 0–9 _ - . : /")));
+        let n = excerpt(n);
+        return Err(Error::invalid("name", format!("{n} is not a valid task name; use 1–{MAX_NAME_LEN} of A–Z a–z 0–9 _ - . : /")));
     }
     Ok(())
 }

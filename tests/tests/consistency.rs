@@ -111,3 +111,29 @@ async fn run_at_and_delay_ms_share_one_range_of_at_most_ten_years_ahead() {
     assert!(p["detail"].as_str().unwrap().contains("10 years"), "{p}");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_refused_for_their_shape_get_a_message_that_says_what_is_wrong() {
+    let env = TestEnv::new().await;
+    let api = chronos_tests::start_api(&env, None).await;
+    let send = |body: String| {
+        let req = api.admin(reqwest::Method::POST, "/v1/tasks").header("content-type", "application/json").body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let deep = format!(r#"{{"name":"noop","payload":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+    let (s, p) = send(deep).await;
+    assert_eq!(s, 400);
+    assert!(p["detail"].as_str().unwrap().contains("deeper than 128 levels"), "valid JSON is not called invalid: {p}");
+    let (s, p) = send(r#"{"name":"noop","payload":{"a":"\ud800x"}}"#.into()).await;
+    assert_eq!(s, 400);
+    assert!(p["detail"].as_str().unwrap().contains("lone UTF-16 surrogate"), "{p}");
+    let long = "n".repeat(100_000) + " ";
+    let (s, p) = send(json!({ "name": long }).to_string()).await;
+    assert_eq!((s, p["field"].as_str()), (422, Some("name")), "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.len() < 300 && detail.contains("100001 bytes"), "a long value is cut, not echoed whole: {} bytes", detail.len());
+    env.cleanup().await;
+}

@@ -36,6 +36,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
     }
 }
 
+/// serde_json's recursion limit (`serde_json::Deserializer` refuses deeper input).
+const MAX_DEPTH: usize = 128;
+
+/// What is wrong with a body that is not JSON, in words that point at the fix: serde_json
+/// calls valid but too deeply nested JSON and a lone UTF-16 surrogate escape by their parser
+/// states, not by what the client sent.
+fn syntax_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.starts_with("recursion limit exceeded") {
+        return format!("the body nests arrays and objects deeper than {MAX_DEPTH} levels; flatten it");
+    }
+    if msg.contains("hex escape") && has_surrogate_escape(bytes) {
+        return format!(
+            "the body has a \\u escape of a lone UTF-16 surrogate (\\uD800–\\uDFFF without its pair, line {} column {}); \
+             JSON text must be valid Unicode",
+            e.line(),
+            e.column()
+        );
+    }
+    format!("the body is not valid JSON: {e}")
+}
+
+/// A `\uD800`–`\uDFFF` escape anywhere in the body.
+fn has_surrogate_escape(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| {
+        w[0] == b'\\' && w[1] == b'u' && w[2].eq_ignore_ascii_case(&b'd') && matches!(w[3].to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f')
+    })
+}
+
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut *de).map(|Object(v)| v).map_err(|e| {
@@ -46,10 +75,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let msg = clean(&inner.to_string());
                 ApiError::validation(field_of(&path, &msg), msg)
             }
-            _ => ApiError::malformed(format!("the body is not valid JSON: {inner}")),
+            _ => ApiError::malformed(syntax_error(bytes, &inner)),
         }
     })?;
-    de.end().map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    de.end().map_err(|e| ApiError::malformed(syntax_error(bytes, &e)))?;
     // U+0000 can only arrive as the escape `\u0000`; the scan is cheap, the walk names the field.
     if bytes.windows(6).any(|w| w == br"\u0000")
         && let Some(field) = serde_json::from_slice(bytes).ok().and_then(|v| nul_at(&v, ""))
