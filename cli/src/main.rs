@@ -541,8 +541,45 @@ async fn run_api(core: &CoreConfig, stop: &Stop) -> Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("CHRONOS_API_ADDR: cannot listen on {}", cfg.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await?;
+    serve_api(listener, app, stop.wait()).await;
     Ok(())
+}
+
+/// Headers `chronos api` reads in before it answers: well above the API's own limit
+/// (`chronos_api::MAX_HEADER_BYTES`), so an oversized header gets the API's `431` problem
+/// document; beyond this, hyper's bare `431`.
+const MAX_HEADER_READ: usize = 4 << 20;
+
+/// `axum::serve` with hyper's header buffer raised to [`MAX_HEADER_READ`]; stops accepting on
+/// `shutdown` and lets open requests finish.
+async fn serve_api(listener: tokio::net::TcpListener, app: axum::Router, shutdown: impl std::future::Future<Output = ()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_HEADER_READ);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, never spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    graceful.shutdown().await;
 }
 
 async fn run_dashboard(core: &CoreConfig, stop: &Stop) -> Result<()> {

@@ -137,3 +137,45 @@ async fn bodies_refused_for_their_shape_get_a_message_that_says_what_is_wrong() 
     assert!(detail.len() < 300 && detail.contains("100001 bytes"), "a long value is cut, not echoed whole: {} bytes", detail.len());
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chronos_api_answers_a_megabyte_header_with_a_431_problem_document_and_still_stops_on_sigterm() {
+    let env = TestEnv::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = tokio::process::Command::new(chronos_tests::chronos_bin());
+    cmd.arg("api").kill_on_drop(true).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    if std::env::var("CHRONOS_TEST_LOGS").is_err() {
+        cmd.stderr(std::process::Stdio::null());
+    }
+    for (k, v) in env.child_env() {
+        cmd.env(k, v);
+    }
+    let addr = format!("127.0.0.1:{port}");
+    cmd.env("CHRONOS_API_ADDR", &addr).env("CHRONOS_ADMIN_KEY", chronos_tests::ADMIN_KEY);
+    let mut api = cmd.spawn().unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    wait_until(Duration::from_secs(20), "chronos api answers", || async {
+        http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let r = http
+        .get(format!("{base}/v1/queues"))
+        .bearer_auth(chronos_tests::ADMIN_KEY)
+        .header("x-big", "a".repeat(1 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "urn:chronos:problem:headers-too-large", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("at most"), "{p}");
+    let ok = http.get(format!("{base}/v1/queues")).bearer_auth(chronos_tests::ADMIN_KEY).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let pid = api.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), api.wait()).await.expect("stops on SIGTERM").unwrap();
+    assert!(status.success(), "{status:?}");
+    env.cleanup().await;
+}

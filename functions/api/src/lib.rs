@@ -72,6 +72,24 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Request headers, summed over names and values, the API accepts (API Gateway's HTTP API
+/// takes 10 KB); beyond it a `431` problem document says so.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuse oversized headers with a problem document (the server in front must read them in
+/// first: `chronos api` buffers up to a few MiB of headers, hyper's own bare `431` is beyond).
+async fn limit_headers(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if size > MAX_HEADER_BYTES {
+        return error::ApiError::headers_too_large(format!(
+            "the request headers are {size} bytes; at most {MAX_HEADER_BYTES} bytes are accepted"
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The whole API. `max_body_bytes` bounds every request body (413 beyond it).
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     use routes::*;
@@ -107,5 +125,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), system::count_requests))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(limit_headers))
         .with_state(state)
 }
