@@ -289,8 +289,8 @@ pub async fn settle_before_claiming(engine: &Engine, store: &Store, worker: &str
                 // Name the store that failed: the check reads both, and an operator paged at
                 // night should not go looking at Redis when Postgres is down.
                 let store = match &e {
-                    crate::Error::Postgres(_) => "Postgres (DATABASE_URL) is unreachable",
-                    crate::Error::Redis(_) => "Redis (REDIS_URL) is unreachable",
+                    crate::Error::Postgres(_) => "the audit store (Postgres, DATABASE_URL) failed",
+                    crate::Error::Redis(_) => "the queue store (Redis, REDIS_URL) failed",
                     _ => "the check failed",
                 };
                 tracing::warn!(error = %e, "{store}: cannot check whether Redis lost its data before claiming; starting anyway");

@@ -163,3 +163,23 @@ async fn a_worker_started_before_its_redis_answers_waits_for_it_and_then_runs_ta
     assert!(status.success(), "{status:?}\n{log}");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_postgres_fails_the_check_before_claiming_the_warning_names_postgres_and_the_worker_still_runs() {
+    let env = TestEnv::new().await;
+    // A database that answers but has no schema: the check before claiming reads Postgres and fails.
+    let bare = format!("chronos_t_bare_{}", chronos_tests::random_suffix());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {bare}"))).execute(env.store.pool()).await.unwrap();
+    let url = format!("{}/{bare}", &env.database_url[..env.database_url.rfind('/').unwrap()]);
+    let id = env.client.enqueue(NewTask::new("noop", json!({}))).await.unwrap().id;
+    let w = Child::spawn(&env, &[("DATABASE_URL", &url), ("CHRONOS_WORKER_AUDIT", "0")]);
+    w.wait_for_stderr("cannot check whether Redis lost its data", Duration::from_secs(20)).await;
+    let log = w.stderr();
+    assert!(log.contains("the audit store (Postgres, DATABASE_URL) failed"), "the warning names Postgres and its variable:\n{log}");
+    // The worker claims anyway (the task leaves the ready set and completes in Redis).
+    wait_until(Duration::from_secs(20), "the task ran", || async { env.engine.task_fields("default", id).await.unwrap().is_empty() }).await;
+    let (status, log) = w.stop(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{log}");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {bare} WITH (FORCE)"))).execute(env.store.pool()).await;
+    env.cleanup().await;
+}
