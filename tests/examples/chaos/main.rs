@@ -393,6 +393,14 @@ async fn sigkill(o: &Opts) -> Result<Figures> {
     let c = env.settle(accepted, Duration::from_secs(10)).await?;
     let mut f = Figures::from_counts(accepted, &c, &hits, &faults);
     f.extra.insert("kills".into(), json!(kills));
+    // Why a task died, when one did: its last error, with how many died of it.
+    let why: Vec<(Option<String>, i64)> =
+        sqlx::query_as("SELECT last_error, count(*) FROM tasks WHERE status = 'dead' GROUP BY 1 ORDER BY 2 DESC LIMIT 3")
+            .fetch_all(env.store.pool())
+            .await?;
+    if !why.is_empty() {
+        f.extra.insert("dead_errors".into(), json!(why.into_iter().map(|(e, n)| json!({"error": e, "tasks": n})).collect::<Vec<_>>()));
+    }
     drop(workers);
     env.cleanup().await;
     Ok(f)
