@@ -70,7 +70,7 @@ impl Refusal {
 pub fn refusal(e: chronos_core::Error) -> anyhow::Error {
     use chronos_core::Error as E;
     match e {
-        E::Invalid { field, message } => Refusal::new(Kind::Invalid, format!("{field}: {message}")).into(),
+        E::Invalid { field, message } => Refusal::new(Kind::Invalid, format!("{}: {message}", flag_of(field))).into(),
         E::NotFound(m) => Refusal::new(Kind::NotFound, m).into(),
         E::Conflict(m) => Refusal::new(Kind::Refused, m).into(),
         E::Redis(_) => Refusal::new(Kind::Unavailable, format!("the queue store (Redis, REDIS_URL) is unavailable: {e}")).into(),
@@ -78,6 +78,17 @@ pub fn refusal(e: chronos_core::Error) -> anyhow::Error {
         E::Sqs(_) => Refusal::new(Kind::Unavailable, format!("the dead-letter queue (SQS) is unavailable: {e}")).into(),
         other => other.into(),
     }
+}
+
+/// A request field as the flag that sets it (`timezone` → `--tz`, `task.max_attempts` →
+/// `--max-attempts`).
+fn flag_of(field: &str) -> String {
+    let flag = match field {
+        "timezone" => "tz".to_owned(),
+        "task.name" => "task-name".to_owned(),
+        f => f.strip_prefix("task.").unwrap_or(f).replace('_', "-"),
+    };
+    format!("--{flag}")
 }
 
 /// An API-side validation (the CLI takes the API's filters) as a refusal naming the flag.
@@ -91,7 +102,7 @@ fn api_refusal(e: chronos_api::error::ApiError) -> anyhow::Error {
     let message = match &e.field {
         Some(f) => {
             let detail = e.detail.strip_prefix(&format!("{f}: ")).unwrap_or(&e.detail);
-            format!("--{}: {detail}", f.replace('_', "-"))
+            format!("{}: {detail}", flag_of(f))
         }
         None => e.detail.clone(),
     };
@@ -417,6 +428,40 @@ pub async fn dlq(c: &Chronos, cmd: DlqCmd, json: bool) -> Result<()> {
 
 #[derive(clap::Subcommand)]
 pub enum SchedulesCmd {
+    /// Create a schedule: its task runs on `cron` in `--tz` (the fields of POST /v1/schedules).
+    Create {
+        /// Unique: 1–128 of A–Z a–z 0–9 _ - . : /
+        #[arg(long)]
+        name: String,
+        /// 5 fields, 6 with leading seconds, or a macro such as @daily.
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// The task's handler kind, e.g. http.
+        #[arg(long)]
+        task_name: String,
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// JSON payload.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// 0–100 or critical, high, normal, low.
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// allow, skip or queue_one.
+        #[arg(long, default_value = "allow")]
+        overlap: String,
+        /// run_all, run_once or skip.
+        #[arg(long, default_value = "run_once")]
+        misfire: String,
+        /// Create it paused (nothing planned until resumed).
+        #[arg(long)]
+        paused: bool,
+    },
     /// Schedules by name (the view of GET /v1/schedules).
     List {
         /// 1–500.
@@ -448,6 +493,28 @@ pub async fn schedules(s: &Scheduler, cmd: SchedulesCmd, json: bool) -> Result<(
         emit(&format!("schedule {} ({}) {what}\n", v.name, v.id))
     };
     match cmd {
+        SchedulesCmd::Create { name, cron, tz, task_name, queue, payload, priority, max_attempts, overlap, misfire, paused } => {
+            let payload: serde_json::Value =
+                serde_json::from_str(&payload).map_err(|e| Refusal::new(Kind::Invalid, format!("--payload is not valid JSON: {e}")))?;
+            let mut task = serde_json::json!({ "name": task_name, "queue": queue, "payload": payload });
+            if let Some(p) = priority {
+                task["priority"] = p.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(p));
+            }
+            if let Some(m) = max_attempts {
+                task["max_attempts"] = m.into();
+            }
+            // The API's request body, so the CLI takes exactly its fields and checks.
+            let body = serde_json::json!({ "name": name, "cron": cron, "timezone": tz, "task": task,
+                                           "overlap": overlap, "misfire": misfire, "paused": paused });
+            let req: chronos_api::views::CreateSchedule = chronos_api::json::parse(body.to_string().as_bytes()).map_err(api_refusal)?;
+            let spec = req.into_spec(s.chronos.max_payload_bytes).map_err(api_refusal)?;
+            let rec = s.create_by(&caller, &spec).await.map_err(|e| match e {
+                ChangeError::NameTaken(n) => Refusal::new(Kind::Refused, format!("a schedule named {n:?} exists already")).into(),
+                ChangeError::NotFound => Refusal::new(Kind::NotFound, "the schedule was deleted meanwhile").into(),
+                ChangeError::Other(e) => refusal(e),
+            })?;
+            view(ScheduleView::new(rec, now), json, "created")
+        }
         SchedulesCmd::List { limit, after } => {
             let mut rows = s.list(after.as_deref(), limit + 1).await.map_err(refusal)?;
             let more = rows.len() as i64 > limit;

@@ -173,10 +173,19 @@ async fn the_operator_commands_redrive_dead_tasks_pause_schedules_and_manage_key
     })
     .await;
 
-    let scheduler = chronos_core::schedule::Scheduler::new(env.client.clone(), chronos_core::schedule::DEFAULT_HORIZON);
-    let template = chronos_core::schedule::TaskTemplate::from(chronos_core::NewTask::new("noop", serde_json::json!({})));
-    let s = scheduler.create(&chronos_core::schedule::ScheduleSpec::new("hourly", "0 * * * *", template), None).await.unwrap();
-    let sid = s.id.to_string();
+    let create =
+        ["schedules", "create", "--name", "hourly", "--cron", "0 * * * *", "--tz", "Europe/Berlin", "--task-name", "noop", "--json"];
+    let out = chronos(&env, &create, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((s["timezone"].as_str(), s["task"]["name"].as_str()), (Some("Europe/Berlin"), Some("noop")));
+    let again = chronos(&env, &create, &[]);
+    assert_eq!(again.status.code(), Some(4), "a taken name is refused: {}", String::from_utf8_lossy(&again.stderr));
+    let bad = chronos(&env, &["schedules", "create", "--name", "x", "--cron", "0 25 * * *", "--task-name", "noop"], &[]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("--cron") && err.contains("hour"), "the message names the flag and the cron field: {err}");
+    let sid = s["id"].as_str().unwrap().to_owned();
     let out = chronos(&env, &["schedules", "pause", &sid, "--json"], &[]);
     let paused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(paused["paused"], true);
@@ -194,7 +203,7 @@ async fn the_operator_commands_redrive_dead_tasks_pause_schedules_and_manage_key
 
     let actions: Vec<(String, String)> =
         sqlx::query_as("SELECT actor, action FROM audit_log ORDER BY at").fetch_all(env.store.pool()).await.unwrap();
-    for action in ["retry_now", "schedule_pause", "create_key", "revoke_key"] {
+    for action in ["retry_now", "schedule_create", "schedule_pause", "create_key", "revoke_key"] {
         assert!(actions.iter().any(|(who, a)| who == "cli" && a.starts_with(action)), "{action} audited as cli: {actions:?}");
     }
     w.start_kill().unwrap();

@@ -5,9 +5,17 @@ use uuid::Uuid;
 use crate::access::Caller;
 use crate::error::Result;
 use crate::model::TaskId;
-use crate::schedule::{ChangeError, ScheduleRecord, Scheduler};
+use crate::schedule::{ChangeError, ScheduleRecord, ScheduleSpec, Scheduler};
 
 impl Scheduler {
+    /// Create a schedule (planned at once), recorded as created by `caller`; audited.
+    pub async fn create_by(&self, caller: &Caller, spec: &ScheduleSpec) -> Result<ScheduleRecord, ChangeError> {
+        let rec = self.create(spec, Some(&caller.key_id)).await?;
+        let detail = serde_json::json!({ "schedule_id": rec.id, "name": rec.name, "cron": rec.cron, "timezone": rec.timezone, "paused": rec.paused });
+        self.chronos.audit(caller, "schedule_create", None, detail).await?;
+        Ok(rec)
+    }
+
     /// Pause (drops the occurrences not started) or resume (plans from now); audited.
     pub async fn set_paused_by(&self, caller: &Caller, id: Uuid, paused: bool) -> Result<ScheduleRecord, ChangeError> {
         let rec = self.set_paused(id, paused).await?;

@@ -100,9 +100,7 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     check_when(Some(&req.name), Some(&req.cron), req.timezone.as_deref())?;
     let spec = req.into_spec(state.chronos.max_payload_bytes)?;
-    let rec = state.scheduler.create(&spec, Some(&caller.key_id)).await.map_err(|e| change_error(e, None, Some(&spec.name)))?;
-    let detail = json!({ "schedule_id": rec.id, "name": rec.name, "cron": rec.cron, "timezone": rec.timezone, "paused": rec.paused });
-    audit(&state, &caller, "schedule_create", None, detail).await?;
+    let rec = state.scheduler.create_by(&caller, &spec).await.map_err(|e| change_error(e, None, Some(&spec.name)))?;
     Ok((StatusCode::CREATED, axum::Json(ScheduleView::new(rec, Utc::now()))))
 }
 
