@@ -109,9 +109,10 @@ async fn two_tick_processes_racing_through_simulated_minutes_plan_every_occurren
         expected_total += expected.len();
     }
     assert_eq!(planned_total as usize, expected_total, "the ticks together enqueued each occurrence once");
-    // Redis holds each planned task once, as a delayed task (none is due in simulated terms
-    // later than real time allows; the ones already due wait for a worker's claim to promote them).
-    assert_eq!(zcard(&env, &env.engine.keys("default").delayed).await as usize, expected_total);
+    // Redis holds each planned task once: as a delayed task, or, for the first seconds' ones
+    // that were already due when a slow tick (a loaded machine) enqueued them, as a ready one.
+    let k = env.engine.keys("default");
+    assert_eq!((zcard(&env, &k.delayed).await + zcard(&env, &k.ready).await) as usize, expected_total);
     println!("planned {expected_total} occurrences of {} schedules over {steps} simulated minutes", ids.len());
     env.cleanup().await;
 }
