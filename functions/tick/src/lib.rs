@@ -49,6 +49,12 @@ pub async fn tick_at(scheduler: &Scheduler, who: &str, now: DateTime<Utc>) -> Re
     // First make sure Redis holds its state: planning into an empty Redis that is about to be
     // rebuilt would be undone by nothing, but restoring first keeps the order of events plain.
     let restored = reconcile::ensure_redis_state(&chronos.engine, &chronos.store, who).await?;
+    if restored.is_none() {
+        // Another process may be rebuilding: plan only once it is done. A rebuild reads the rows
+        // this tick commits before it enqueues them, and would put an occurrence already due
+        // into ready instead of the delayed set.
+        reconcile::settle_before_claiming(&chronos.engine, &chronos.store, who).await;
+    }
     let schedules = scheduler.tick_at(now).await?;
     let mut reaped = 0;
     for q in chronos.engine.queues().await? {
