@@ -14,7 +14,6 @@
 //! Redis first, atomically and only while it is still dead with its SQS message sent; what the
 //! script leaves alone stays in Postgres too.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,10 +31,6 @@ pub const DEFAULT_DEAD_RETENTION_DAYS: u64 = 90;
 pub const BATCH: i64 = 1000;
 /// Batches of each kind per call: a tick every minute deletes up to 20,000 rows.
 pub const MAX_BATCHES: usize = 10;
-
-static PURGE_DEAD: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!("{}\n{}", include_str!("queue/scripts/lib.lua"), include_str!("queue/scripts/purge_dead.lua")))
-});
 
 /// How long finished tasks stay in Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,14 +118,7 @@ pub async fn purge(engine: &Engine, store: &Store, retention: Retention, now: Da
         }
         let mut gone = Vec::new();
         for (queue, ids) in by_queue {
-            let k = engine.keys(&queue);
-            let mut inv = PURGE_DEAD.key(&k.dead);
-            inv.key(&k.dlq).arg(&k.prefix);
-            for id in &ids {
-                inv.arg(id.to_string());
-            }
-            let out: Vec<String> = inv.invoke_async(&mut engine.connection()).await?;
-            gone.extend(out.iter().filter_map(|s| s.parse::<Uuid>().ok()));
+            gone.extend(engine.purge_dead(&queue, &ids).await?);
         }
         purged.dead += delete_rows(store, &gone, &["dead"]).await?;
         if (rows.len() as i64) < BATCH {

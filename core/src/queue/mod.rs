@@ -6,7 +6,8 @@
 //!   header documents, `lib.lua` prepended) and [`script::Reply`], the one reader of replies.
 //! - `scripts/*.lua` — `lib.lua` (clock, ready score, key names, backoff, overlap guard) and one
 //!   file per transition: `enqueue`, `claim`, `ack`, `fail` (the retry decision), `heartbeat`,
-//!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the Redis-loss rebuild).
+//!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the Redis-loss rebuild),
+//!   `purge_dead` (retention).
 
 pub mod script;
 
@@ -20,7 +21,9 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::keys::{QueueKeys, queues_set};
 use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
-use script::{ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected};
+use script::{
+    ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected,
+};
 
 /// How many due delayed tasks one claim promotes at most.
 const PROMOTE_LIMIT: usize = 1000;
@@ -370,6 +373,20 @@ impl Engine {
         }
         let mut conn = self.conn.clone();
         Reply::new(DROP.name, inv.invoke_async(&mut conn).await?).ids()
+    }
+
+    /// Take dead tasks past their retention out of Redis (only those still dead with their letter
+    /// sent, or not in Redis at all); returns the ids whose Postgres rows may go.
+    pub async fn purge_dead(&self, queue: &str, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = PURGE_DEAD.call(&self.keys(queue));
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let mut conn = self.conn.clone();
+        Reply::new(PURGE_DEAD.name, inv.invoke_async(&mut conn).await?).ids()
     }
 
     /// Hand leases straight back to ready (graceful shutdown).
