@@ -472,14 +472,15 @@ fn rfc3339(flag: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 
 /// `once`: `Some(clock)` runs one tick (at `clock`, default now) and prints what it did.
 async fn run_tick(core: &CoreConfig, once: Option<Option<chrono::DateTime<chrono::Utc>>>, every_s: u64, stop: &Stop) -> Result<()> {
+    let keep = chronos_core::retention::Retention::from_env()?;
     let scheduler = Scheduler::new(client_until(core, stop).await?, core.schedule_horizon);
     let who = format!("tick-{}", std::process::id());
     if let Some(at) = once {
-        let out = chronos_tick::tick_at(&scheduler, &who, at.unwrap_or_else(chrono::Utc::now)).await?;
+        let out = chronos_tick::tick_at(&scheduler, &who, keep, at.unwrap_or_else(chrono::Utc::now)).await?;
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    chronos_tick::run_loop(scheduler, who, Duration::from_secs(every_s), stop.wait()).await;
+    chronos_tick::run_loop(scheduler, who, keep, Duration::from_secs(every_s), stop.wait()).await;
     Ok(())
 }
 

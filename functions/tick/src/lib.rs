@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chronos_core::retention::{Purged, Retention};
 use chronos_core::schedule::{Scheduler, TickReport};
-use chronos_core::{Error, Result, reconcile, retention};
+use chronos_core::{Result, reconcile, retention};
 use serde::Serialize;
 
 /// Expired leases reaped per queue per tick (workers reap too; this catches a fleet scaled to zero).
@@ -37,14 +37,15 @@ pub struct TickOutput {
     pub purged: Purged,
 }
 
-/// One tick. `who` names this ticker in the rebuild lock.
-pub async fn tick(scheduler: &Scheduler, who: &str) -> Result<TickOutput> {
-    tick_at(scheduler, who, Utc::now()).await
+/// One tick. `who` names this ticker in the rebuild lock; `keep` is the retention, read from
+/// the environment once at start-up ([`Retention::from_env`]).
+pub async fn tick(scheduler: &Scheduler, who: &str, keep: Retention) -> Result<TickOutput> {
+    tick_at(scheduler, who, keep, Utc::now()).await
 }
 
 /// [`tick`] planning as if the clock read `now` (to replay or simulate time; Redis still
 /// decides when each planned task is due).
-pub async fn tick_at(scheduler: &Scheduler, who: &str, now: DateTime<Utc>) -> Result<TickOutput> {
+pub async fn tick_at(scheduler: &Scheduler, who: &str, keep: Retention, now: DateTime<Utc>) -> Result<TickOutput> {
     let chronos = &scheduler.chronos;
     // First make sure Redis holds its state: planning into an empty Redis that is about to be
     // rebuilt would be undone by nothing, but restoring first keeps the order of events plain.
@@ -60,14 +61,12 @@ pub async fn tick_at(scheduler: &Scheduler, who: &str, now: DateTime<Utc>) -> Re
     for q in chronos.engine.queues().await? {
         reaped += chronos.engine.reap(&q, REAP_LIMIT).await?.0;
     }
-    // Read each tick (two variables): a bad value fails the tick with the variable's name.
-    let keep = Retention::from_env().map_err(|e| Error::Invalid { field: e.var, message: e.message })?;
     let purged = retention::purge(&chronos.engine, &chronos.store, keep, now).await?;
     Ok(TickOutput { schedules, restored, reaped, purged })
 }
 
 /// Tick every `every` until `stop` resolves; an error is logged and the next tick retries.
-pub async fn run_loop(scheduler: Scheduler, who: String, every: Duration, stop: impl std::future::Future<Output = ()>) {
+pub async fn run_loop(scheduler: Scheduler, who: String, keep: Retention, every: Duration, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let mut timer = tokio::time::interval(every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,7 +75,7 @@ pub async fn run_loop(scheduler: Scheduler, who: String, every: Duration, stop: 
             _ = &mut stop => return,
             _ = timer.tick() => {}
         }
-        match tick(&scheduler, &who).await {
+        match tick(&scheduler, &who, keep).await {
             Ok(out)
                 if out.schedules.planned > 0
                     || out.reaped > 0

@@ -16,10 +16,11 @@ async fn main() -> Result<(), Error> {
     let store = Store::connect(core.database_url.expose()).await?;
     let chronos = Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention);
     let scheduler = Scheduler::new(chronos, core.schedule_horizon);
+    let keep = chronos_core::retention::Retention::from_env()?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let scheduler = scheduler.clone();
         async move {
-            let out: TickOutput = tick(&scheduler, &event.context.request_id).await?;
+            let out: TickOutput = tick(&scheduler, &event.context.request_id, keep).await?;
             tracing::info!(?out, "tick");
             Ok::<_, Error>(out)
         }
