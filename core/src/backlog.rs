@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::queue::Engine;
 
 /// `2^46`: the priority band width of the ready set's score, `(100 - priority) · 2^46 + seq`
-/// (see `enqueue.lua`).
+/// (`ready_score` in `queue/scripts/lib.lua`, the only other place it is written).
 const BAND: i64 = 1 << 46;
 /// Priorities are 0–100, so the ready set has at most 101 bands.
 const BANDS: i64 = 101;
