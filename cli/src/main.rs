@@ -7,7 +7,10 @@
 //! - `ops.rs` — the operator's commands (`task`, `tasks`, `cancel`, `retry`, `queues`, `dlq`,
 //!   `schedules`, `keys`): the API's views, human tables or `--json`, refusals as sentences
 //!   with an exit code by kind.
+//! - `logging.rs` — the `tracing` subscriber: text or JSON lines (`CHRONOS_LOG_FORMAT`), with the
+//!   worker's capture of a handler's log lines.
 
+mod logging;
 mod ops;
 
 use std::process::ExitCode;
@@ -224,12 +227,10 @@ struct EnqueueArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CHRONOS_LOG").unwrap_or_else(|_| "info,sqlx=warn,aws=warn".into()))
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal; a file, a pipe or CloudWatch gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(e) = logging::init() {
+        eprintln!("chronos: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,8 @@ struct AttemptRow {
     outcome: Option<&'static str>,
     error: Option<String>,
     detail: Option<String>,
+    /// The handler's captured log lines.
+    logs: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,8 +114,14 @@ impl Batch {
         match kind.as_str() {
             // batch kinds: claimed, done, released
             "c" | "d" | "B" => {
+                // Beside k, t, w and x, a completion carries `l<id>` for each attempt that logged.
+                let with_logs = kind == "d" && f.len() > 4;
                 for (tid, a) in each(s("x")) {
+                    let logs = if with_logs { s(&format!("l{tid}")) } else { None };
                     let row = self.attempt(tid, a);
+                    if logs.is_some() {
+                        row.logs = logs;
+                    }
                     row.worker = worker.clone().or(row.worker.take());
                     let status = match kind.as_str() {
                         "c" => {
@@ -154,6 +162,9 @@ impl Batch {
                 }
                 if let Some(d) = s("s").filter(|d| !d.is_empty()) {
                     row.detail = Some(d);
+                }
+                if let Some(l) = s("l") {
+                    row.logs = Some(l);
                 }
                 let ra = s("ra").and_then(|t| t.parse::<i64>().ok()).and_then(DateTime::from_timestamp_millis);
                 let u = self.task(id, seq, status, at);
@@ -346,6 +357,7 @@ impl AuditWriter {
             let mut outcomes = Vec::new();
             let mut errors = Vec::new();
             let mut details = Vec::new();
+            let mut logs = Vec::new();
             // Rows in key order: two writers (two worker processes) may hold events of the same
             // tasks, and rows locked in different orders deadlock (each deadlock stalls both
             // for Postgres's deadlock_timeout).
@@ -360,17 +372,19 @@ impl AuditWriter {
                 outcomes.push(r.outcome);
                 errors.push(r.error.as_deref());
                 details.push(r.detail.as_deref());
+                logs.push(r.logs.as_deref());
             }
             sqlx::query(
-                "INSERT INTO task_attempts (task_id, attempt, worker, started_at, finished_at, outcome, error, detail)
-                 SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[], $8::text[])
+                "INSERT INTO task_attempts (task_id, attempt, worker, started_at, finished_at, outcome, error, detail, logs)
+                 SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[])
                  ON CONFLICT (task_id, attempt) DO UPDATE SET
                    worker = COALESCE(EXCLUDED.worker, task_attempts.worker),
                    started_at = COALESCE(task_attempts.started_at, EXCLUDED.started_at),
                    finished_at = COALESCE(EXCLUDED.finished_at, task_attempts.finished_at),
                    outcome = COALESCE(EXCLUDED.outcome, task_attempts.outcome),
                    error = COALESCE(EXCLUDED.error, task_attempts.error),
-                   detail = COALESCE(EXCLUDED.detail, task_attempts.detail)",
+                   detail = COALESCE(EXCLUDED.detail, task_attempts.detail),
+                   logs = COALESCE(EXCLUDED.logs, task_attempts.logs)",
             )
             .bind(&ids)
             .bind(&nums)
@@ -380,6 +394,7 @@ impl AuditWriter {
             .bind(&outcomes)
             .bind(&errors)
             .bind(&details)
+            .bind(&logs)
             .execute(&mut *tx)
             .await?;
         }

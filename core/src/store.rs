@@ -66,6 +66,9 @@ pub struct AttemptRecord {
     pub outcome: Option<String>,
     pub error: Option<String>,
     pub detail: Option<String>,
+    /// The handler's own log lines during the attempt (the last ones, when it logged more than
+    /// the capture keeps; a first line says so).
+    pub logs: Option<String>,
 }
 
 const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at";
@@ -78,7 +81,8 @@ pub struct TaskFilter {
     pub name: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
-    /// Full-text search over name, payload strings and the last error (web-search syntax).
+    /// Full-text search over name, payload strings, the last error and the attempts' captured
+    /// log lines (web-search syntax).
     pub q: Option<String>,
     /// Only tasks created by this key.
     pub created_by: Option<String>,
@@ -271,7 +275,8 @@ impl Store {
                AND ($3::text IS NULL OR name = $3)
                AND ($4::timestamptz IS NULL OR created_at >= $4)
                AND ($5::timestamptz IS NULL OR created_at < $5)
-               AND ($6::text IS NULL OR search @@ websearch_to_tsquery('simple', $6))
+               AND ($6::text IS NULL OR search @@ websearch_to_tsquery('simple', $6)
+                    OR id IN (SELECT task_id FROM task_attempts WHERE log_search @@ websearch_to_tsquery('simple', $6)))
                AND ($7::text IS NULL OR created_by = $7)
                AND ($8::uuid IS NULL OR id < $8)
              ORDER BY id DESC LIMIT $9"
@@ -322,7 +327,7 @@ impl Store {
 
     pub async fn attempts(&self, id: TaskId) -> Result<Vec<AttemptRecord>> {
         let rows = sqlx::query(
-            "SELECT attempt, worker, started_at, finished_at, outcome, error, detail,
+            "SELECT attempt, worker, started_at, finished_at, outcome, error, detail, logs,
                     (extract(epoch FROM finished_at - started_at) * 1000)::int8 AS duration_ms
              FROM task_attempts WHERE task_id = $1 ORDER BY attempt",
         )
@@ -340,6 +345,7 @@ impl Store {
                 outcome: r.get("outcome"),
                 error: r.get("error"),
                 detail: r.get("detail"),
+                logs: r.get("logs"),
             })
             .collect())
     }

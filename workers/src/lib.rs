@@ -11,10 +11,13 @@
 //!   forwarder, reaper, rebuild) come from `chronos_core::services`, chosen per process.
 //! - [`handlers`] — built-ins: `http`, `email`, and the diagnostic `noop`, `sleep`, `fail`.
 //! - [`config`] — [`WorkerConfig`] from the environment.
+//! - [`logs`] — [`logs::CaptureLayer`]: a handler's log lines during an attempt, kept (bounded)
+//!   and stored with the attempt.
 
 pub mod config;
 pub mod handler;
 pub mod handlers;
+pub mod logs;
 pub mod registry;
 pub mod runtime;
 

@@ -253,7 +253,23 @@ impl Engine {
 
     /// Complete attempts; one bool per `(id, token)`, false when the token was stale.
     pub async fn ack(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
-        self.per_lease(&ACK, queue, worker, leases).await
+        let with: Vec<(TaskId, u64, Option<String>)> = leases.iter().map(|&(id, tok)| (id, tok, None)).collect();
+        self.ack_with_logs(queue, worker, &with).await
+    }
+
+    /// [`Engine::ack`] with each attempt's captured log lines, stored with the attempt.
+    pub async fn ack_with_logs(&self, queue: &str, worker: &str, leases: &[(TaskId, u64, Option<String>)]) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = ACK.call(&self.keys(queue));
+        inv.arg(worker);
+        for (id, tok, logs) in leases {
+            inv.arg(id.to_string()).arg(tok).arg(logs.as_deref().unwrap_or(""));
+        }
+        let mut conn = self.conn.clone();
+        let r: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(r.into_iter().map(|x| x == 1).collect())
     }
 
     /// End an attempt that did not succeed; the script decides retry or dead.
@@ -268,6 +284,23 @@ impl Engine {
         message: &str,
         detail: &str,
         retry_in: Option<Duration>,
+    ) -> Result<FailOutcome> {
+        self.fail_with_logs(queue, id, token, worker, kind, message, detail, retry_in, "").await
+    }
+
+    /// [`Engine::fail`] with the attempt's captured log lines (`""`: none).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail_with_logs(
+        &self,
+        queue: &str,
+        id: TaskId,
+        token: u64,
+        worker: &str,
+        kind: FailKind,
+        message: &str,
+        detail: &str,
+        retry_in: Option<Duration>,
+        logs: &str,
     ) -> Result<FailOutcome> {
         let k = self.keys(queue);
         let outcome = match kind {
@@ -284,7 +317,8 @@ impl Engine {
             .arg(message)
             .arg(detail)
             .arg(retry_in.map(|d| d.as_millis() as i64).unwrap_or(-1))
-            .arg(rand::random::<f64>());
+            .arg(rand::random::<f64>())
+            .arg(logs);
         let mut r = Reply::new(FAIL.name, inv.invoke_async(&mut conn).await?);
         let (code, at) = (r.code()?, r.int()?);
         Ok(match code {
@@ -395,7 +429,7 @@ impl Engine {
     }
 
     /// A script that takes `worker` then `(id, token)` pairs and answers 1 (done) or 0 (stale
-    /// token, not running) per pair: ack and release.
+    /// token, not running) per pair: release.
     async fn per_lease(&self, script: &ScriptDef, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());

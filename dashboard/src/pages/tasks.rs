@@ -265,10 +265,24 @@ fn attempt_item(a: &AttemptRecord, longest: i64) -> Markup {
                 rect class=(format!("fill s-{tone}")) x="0" y="0" width=(format!("{pct:.1}")) height="4" rx="2" {}
             }
             @if let Some(e) = &a.error { p.errmsg { (e) } }
-            @if let Some(d) = a.detail.as_deref().filter(|d| !d.trim().is_empty()) {
-                details.trace open {
-                    summary { "Stack trace" }
-                    pre.code { (d) }
+            @let trace = a.detail.as_deref().filter(|d| !d.trim().is_empty());
+            @let logs = a.logs.as_deref().filter(|l| !l.trim().is_empty());
+            @if trace.is_some() || logs.is_some() {
+                // The stack trace and the handler's own lines side by side, where it failed and
+                // what it said on the way.
+                div.diag {
+                    @if let Some(d) = trace {
+                        details.trace open {
+                            summary { "Stack trace" }
+                            pre.code { (d) }
+                        }
+                    }
+                    @if let Some(l) = logs {
+                        details.trace.logs open {
+                            summary { "Logs (" (l.lines().count()) " lines)" }
+                            pre.code { (l) }
+                        }
+                    }
                 }
             }
         }

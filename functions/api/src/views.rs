@@ -285,6 +285,10 @@ pub struct AttemptView {
     pub error: Option<String>,
     /// The handler's error chain or stack trace.
     pub stack_trace: Option<String>,
+    /// The handler's own log lines during the attempt, one per line (`time LEVEL target: message
+    /// fields`): the last 200 lines / 64 KiB, a first line saying how many earlier ones were
+    /// dropped. Absent when it logged nothing.
+    pub logs: Option<String>,
 }
 
 impl From<AttemptRecord> for AttemptView {
@@ -298,6 +302,7 @@ impl From<AttemptRecord> for AttemptView {
             outcome: a.outcome,
             error: a.error,
             stack_trace: a.detail,
+            logs: a.logs,
         }
     }
 }

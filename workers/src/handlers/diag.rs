@@ -47,6 +47,8 @@ impl Handler for Fail {
             return Ok(());
         }
         let message = p.message.unwrap_or_else(|| format!("fail: attempt {} of the first {} fails by request", ctx.attempt, p.times));
+        // Logged before failing, so anyone can see a handler's lines stored with its attempt.
+        tracing::warn!("{message}");
         let detail = format!("at chronos_workers::handlers::diag::Fail::handle (attempt {})\n", ctx.attempt);
         Err(if p.permanent { HandlerError::Permanent { message, detail } } else { HandlerError::Retryable { message, detail } })
     }

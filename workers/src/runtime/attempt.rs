@@ -2,14 +2,15 @@
 //! Nothing here talks to Redis; recording the outcome is the recorder's job.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chronos_core::ClaimedTask;
 use chronos_core::queue::FailKind;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::Shared;
+use super::{ATTEMPT, AttemptState, Shared};
 use crate::handler::{HandlerError, Task, TaskContext};
 
 /// A cancelled handler that ignores its context is aborted after this long.
@@ -31,13 +32,9 @@ pub enum Outcome {
 
 /// Run one attempt; a panic, a timeout or a missing handler becomes a retryable failure, and
 /// any failure of an attempt whose task was cancelled is a cancellation.
-pub(super) async fn run_attempt(
-    shared: &Arc<Shared>,
-    task: &ClaimedTask,
-    cancel: CancellationToken,
-    cancel_requested: Arc<AtomicBool>,
-) -> Outcome {
-    let result = run_handler(shared, task, cancel, &cancel_requested).await;
+pub(super) async fn run_attempt(shared: &Arc<Shared>, task: &ClaimedTask, cancel: CancellationToken, state: &Arc<AttemptState>) -> Outcome {
+    let cancel_requested = &state.cancel_requested;
+    let result = run_handler(shared, task, cancel, state).await;
     let (kind, message, detail) = match result {
         Ok(()) => return Outcome::Completed,
         Err(HandlerError::Cancelled) => (FailKind::Cancelled, "cancelled".to_owned(), String::new()),
@@ -59,15 +56,19 @@ async fn run_handler(
     shared: &Arc<Shared>,
     task: &ClaimedTask,
     cancel: CancellationToken,
-    cancel_requested: &AtomicBool,
+    state: &Arc<AttemptState>,
 ) -> Result<(), HandlerError> {
+    let cancel_requested = &state.cancel_requested;
     let Some(handler) = shared.registry.get(&task.name) else {
         // Retryable: during a rolling deploy another worker may have the handler.
         return Err(HandlerError::retryable_msg(format!("no handler for task kind {:?} on worker {}", task.name, shared.cfg.worker_id)));
     };
     let timeout = handler.timeout().unwrap_or(task.timeout);
     let ctx = TaskContext::new(task, &shared.cfg.worker_id, cancel.clone());
-    let mut run = tokio::spawn(handler.call(ctx, Task { name: task.name.clone(), payload_json: task.payload.clone() }));
+    // Every event of the handler carries the attempt's identity, and its lines are captured.
+    let span = tracing::info_span!("attempt", task_id = %task.id, queue = %task.queue, task_name = %task.name, attempt = task.attempt, worker = %shared.cfg.worker_id);
+    let call = handler.call(ctx, Task { name: task.name.clone(), payload_json: task.payload.clone() });
+    let mut run = tokio::spawn(ATTEMPT.scope(state.clone(), call.instrument(span)));
     if let Some(f) = shared.inflight.lock().unwrap().get_mut(&task.id) {
         f.abort = Some(run.abort_handle());
     }

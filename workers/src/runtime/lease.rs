@@ -27,7 +27,7 @@ pub(super) async fn run_heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver
                         match st {
                             LeaseState::Extended => {}
                             LeaseState::CancelRequested => {
-                                f.cancel_requested.store(true, Ordering::Release);
+                                f.state.cancel_requested.store(true, Ordering::Release);
                                 f.cancel.cancel();
                             }
                             LeaseState::Lost => {

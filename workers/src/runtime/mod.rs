@@ -37,6 +37,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
+use crate::logs::Capture;
 use crate::registry::Registry;
 use recorder::{Record, Slot};
 
@@ -44,9 +45,27 @@ struct Inflight {
     queue: String,
     token: u64,
     cancel: CancellationToken,
-    /// Set when the heartbeat learned the task was cancelled (not merely the lease lost).
-    cancel_requested: Arc<AtomicBool>,
+    state: Arc<AttemptState>,
     abort: Option<AbortHandle>,
+}
+
+/// What a running attempt shares with the runtime (one allocation per attempt).
+#[derive(Debug, Default)]
+pub(crate) struct AttemptState {
+    /// Set when the heartbeat learned the task was cancelled (not merely the lease lost).
+    cancel_requested: AtomicBool,
+    /// The handler's own log lines.
+    logs: Capture,
+}
+
+tokio::task_local! {
+    /// The attempt whose handler runs in this task, for [`crate::logs::CaptureLayer`].
+    static ATTEMPT: Arc<AttemptState>;
+}
+
+/// Run `f` on the capture of the attempt whose handler is running here, if any.
+pub(crate) fn with_capture(f: impl FnOnce(&Capture)) {
+    let _ = ATTEMPT.try_with(|a| f(&a.logs));
 }
 
 /// Counters of one worker process (for metrics and for tests that check behaviour such as
@@ -200,24 +219,19 @@ fn reap_every(lease: Duration) -> Duration {
 /// Start one attempt in its own task; its outcome goes to the recorder.
 fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) {
     let cancel = CancellationToken::new();
-    let cancel_requested = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(AttemptState::default());
     shared.inflight.lock().unwrap().insert(
         task.id,
-        Inflight {
-            queue: task.queue.clone(),
-            token: task.token,
-            cancel: cancel.clone(),
-            cancel_requested: cancel_requested.clone(),
-            abort: None,
-        },
+        Inflight { queue: task.queue.clone(), token: task.token, cancel: cancel.clone(), state: state.clone(), abort: None },
     );
     let s = shared.clone();
     tokio::spawn(async move {
         let slot = Slot::new(permit, s.slot_freed.clone());
-        let outcome = attempt::run_attempt(&s, &task, cancel, cancel_requested).await;
+        let outcome = attempt::run_attempt(&s, &task, cancel, &state).await;
         let completed = outcome == Outcome::Completed;
         let (slot, kept) = if completed { (Some(slot), None) } else { (None, Some(slot)) };
-        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, slot: kept });
+        let logs = state.logs.take();
+        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, slot: kept });
         s.inflight.lock().unwrap().remove(&task.id);
         drop(slot);
     });

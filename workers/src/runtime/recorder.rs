@@ -43,6 +43,8 @@ pub(super) struct Record {
     pub id: TaskId,
     pub token: u64,
     pub outcome: Outcome,
+    /// The handler's captured log lines.
+    pub logs: Option<String>,
     /// A failed attempt's slot, held until the retry or death is written; a completion's slot
     /// is freed before it is sent, so the next claim need not wait for the batched ack.
     pub slot: Option<Slot>,
@@ -75,20 +77,21 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
     let mut buf = Vec::with_capacity(256);
     let mut failures = JoinSet::new();
     while rx.recv_many(&mut buf, 256).await > 0 {
-        let mut acks: HashMap<String, Vec<(TaskId, u64)>> = HashMap::new();
+        let mut acks: HashMap<String, Vec<(TaskId, u64, Option<String>)>> = HashMap::new();
         for r in buf.drain(..) {
             match r.outcome {
                 Outcome::Completed => {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
-                    acks.entry(r.queue).or_default().push((r.id, r.token));
+                    acks.entry(r.queue).or_default().push((r.id, r.token, r.logs));
                 }
                 Outcome::Failed { kind, message, detail, retry_in } => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     let (engine, worker) = (engine.clone(), worker.clone());
                     failures.spawn(async move {
                         let slot = r.slot;
+                        let logs = r.logs.as_deref().unwrap_or("");
                         let written = with_retries("recording a failure", || {
-                            engine.fail(&r.queue, r.id, r.token, &worker, kind, &message, &detail, retry_in)
+                            engine.fail_with_logs(&r.queue, r.id, r.token, &worker, kind, &message, &detail, retry_in, logs)
                         })
                         .await;
                         match written {
@@ -105,7 +108,7 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
         for (queue, leases) in acks {
             let written = with_retries("ack", || {
                 stats.ack_calls.fetch_add(1, Ordering::Relaxed);
-                engine.ack(&queue, &worker, &leases)
+                engine.ack_with_logs(&queue, &worker, &leases)
             })
             .await;
             if let Some(r) = written {

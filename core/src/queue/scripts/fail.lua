@@ -9,12 +9,16 @@
 -- ARGV[5] outcome: "error" | "permanent" | "cancelled"
 -- ARGV[6] error message  ARGV[7] error detail (chain / stack trace)
 -- ARGV[8] retry delay override in ms (-1 = use the task's backoff)  ARGV[9] random number in [0, 1)
+-- ARGV[10] the handler's captured log lines ('' = none; the outbox entry carries them as 'l')
 -- Returns: {"retrying", due_ms} | {"dead", now} | {"cancelled", now} | {"stale", 0}
 local active, retry, dead, dlq, outbox, wake, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local ready, seqkey = KEYS[8], KEYS[9]
 local prefix, id, tok, worker, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local msg, detail = ARGV[6], ARGV[7]
 local override, rnd = tonumber(ARGV[8]), tonumber(ARGV[9])
+-- Appended to the outbox entry: nothing when the handler logged nothing.
+local logs = {}
+if ARGV[10] and ARGV[10] ~= '' then logs = {'l', ARGV[10]} end
 local tkey = task_key(prefix, id)
 local now = now_ms()
 local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk', 'sg')
@@ -28,7 +32,7 @@ if outcome == 'cancelled' then
   guard_release(prefix, id, f[6], ready, seqkey, wake)
   tombstone(prefix, id, f[6])
   redis.call('DEL', tkey, payload_key(prefix, id))
-  redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker)
+  redis.call('XADD', outbox, '*', 'k', 'C', 't', now, 'i', id, 'a', a, 'w', worker, unpack(logs))
   return {'cancelled', now}
 end
 
@@ -38,7 +42,7 @@ if outcome == 'permanent' or a >= ma then
   redis.call('HDEL', tkey, 'tok', 'cx')
   redis.call('ZADD', dead, now, id)
   redis.call('ZADD', dlq, now, id)
-  redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail)
+  redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail, unpack(logs))
   return {'dead', now}
 end
 
@@ -48,7 +52,7 @@ local due = now + delay
 redis.call('HSET', tkey, 'st', 'retrying', 'le', msg, 'ra', due)
 redis.call('HDEL', tkey, 'tok')
 redis.call('ZADD', retry, due, id)
-redis.call('XADD', outbox, '*', 'k', 'r', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail, 'ra', due)
+redis.call('XADD', outbox, '*', 'k', 'r', 't', now, 'i', id, 'a', a, 'w', worker, 'e', msg, 's', detail, 'ra', due, unpack(logs))
 -- A new earliest due time must reach a worker sleeping until a later one.
 local first = redis.call('ZRANGE', retry, 0, 0)
 local sched = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
