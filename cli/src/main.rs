@@ -47,7 +47,11 @@ const CORE_ENV: &str = "  REDIS_URL                        queue store (default 
 const AWS_ENV: &str = "  AWS_ENDPOINT_URL, AWS_REGION     SQS endpoint and region (an emulator locally); the usual AWS credential variables
   CHRONOS_DLQ_QUEUE                SQS dead-letter queue (default chronos-dlq)";
 
-const WORKER_ENV: &str = "  CHRONOS_QUEUES                   comma-separated queues to serve (default default)
+const WORKER_ENV: &str = "  CHRONOS_QUEUES                   queues to serve (default default; `chronos dev`: *):
+                                   a,b,c     these, taken in turn
+                                   *         every queue, also those created later
+                                   critical=6,default=3,low=1   weighted: picks in proportion
+  CHRONOS_QUEUES_STRICT            1: always drain the earlier-listed queue first (a,b,c only)
   CHRONOS_CONCURRENCY              attempts run at once (default 16 x cores)
   CHRONOS_LEASE_MS                 lease length (default 30000)
   CHRONOS_SHUTDOWN_GRACE_MS        SIGTERM: how long running attempts may finish (default 25000)
@@ -280,7 +284,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Cmd::Worker => stopped_ok(run_worker(&core, &Stop::on_signal()).await),
+        Cmd::Worker => stopped_ok(run_worker(&core, "default", &Stop::on_signal()).await),
         Cmd::Services => stopped_ok(run_services(&core, &Stop::on_signal()).await),
         Cmd::Api => stopped_ok(run_api(&core, &Stop::on_signal()).await),
         Cmd::Dashboard => stopped_ok(run_dashboard(&core, &Stop::on_signal()).await),
@@ -291,7 +295,8 @@ async fn run(cli: Cli) -> Result<()> {
             let (a, d, w, t) = tokio::join!(
                 run_api(&core, &stop),
                 run_dashboard(&core, &stop),
-                run_worker(&core, &stop),
+                // Serves every queue: whatever a README example or a try-out sends runs.
+                run_worker(&core, "*", &stop),
                 run_tick(&core, None, 15, &stop)
             );
             stopped_ok(a.and(d).and(w).and(t))
@@ -610,8 +615,9 @@ async fn run_dashboard(core: &CoreConfig, stop: &Stop) -> Result<()> {
     Ok(())
 }
 
-async fn run_worker(core: &CoreConfig, stop: &Stop) -> Result<()> {
-    let cfg = WorkerConfig::from_env()?;
+/// `default_queues`: what the worker serves when `CHRONOS_QUEUES` is unset.
+async fn run_worker(core: &CoreConfig, default_queues: &str, stop: &Stop) -> Result<()> {
+    let cfg = WorkerConfig::from_env_serving(default_queues)?;
     let registry = builtin_registry(&cfg).map_err(anyhow::Error::msg)?;
     let engine = connect_engine(core, stop).await?;
     let store = connect_store(core, stop).await?;

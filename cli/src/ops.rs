@@ -352,11 +352,26 @@ pub async fn queues(c: &Chronos, json: bool) -> Result<()> {
                 q.cancelled.to_string(),
                 q.paused.to_string(),
                 opt(q.oldest_waiting_age_s.map(|s| format!("{s:.1}"))),
+                q.workers.to_string(),
+                q.unserved.to_string(),
             ]
         })
         .collect();
     emit(&table(
-        &["name", "waiting", "scheduled", "running", "retrying", "completed", "dead", "cancelled", "paused", "oldest_waiting_age_s"],
+        &[
+            "name",
+            "waiting",
+            "scheduled",
+            "running",
+            "retrying",
+            "completed",
+            "dead",
+            "cancelled",
+            "paused",
+            "oldest_waiting_age_s",
+            "workers",
+            "unserved",
+        ],
         rows,
     ))
 }

@@ -77,6 +77,18 @@ pub fn queues_set(namespace: &str) -> String {
     format!("{namespace}:queues")
 }
 
+/// List `*` workers (those serving every queue) BLPOP beside their queues' wake lists: a token
+/// here means a queue was added to [`queues_set`], so they re-read it.
+pub fn queues_wake(namespace: &str) -> String {
+    format!("{namespace}:queues:wake")
+}
+
+/// Hash of live workers: worker id → JSON of the queues it serves and when it last said so
+/// (`chronos_core::queue::WorkerPresence`).
+pub fn workers_hash(namespace: &str) -> String {
+    format!("{namespace}:workers")
+}
+
 /// The scaler's memory between runs for one ECS service (a hash: when the current worker count
 /// was last needed, and the count it last set), `<ns>:scaler:<cluster>/<service>`.
 pub fn scaler_state(namespace: &str, cluster: &str, service: &str) -> String {

@@ -39,7 +39,8 @@ pub struct Services {
     engine: Engine,
     audit: Option<(Store, String)>,
     dlq: Option<DlqSource>,
-    reaper: Option<(Vec<String>, Duration)>,
+    /// The queues reaped (`None`: every queue, read each pass) and how often.
+    reaper: Option<(Option<Vec<String>>, Duration)>,
     rebuild: Option<(Store, String)>,
 }
 
@@ -72,7 +73,14 @@ impl Services {
 
     /// Requeue (or dead-letter) expired leases of `queues` every `every`.
     pub fn reaper(mut self, queues: Vec<String>, every: Duration) -> Self {
-        self.reaper = Some((queues, every));
+        self.reaper = Some((Some(queues), every));
+        self
+    }
+
+    /// Requeue (or dead-letter) expired leases of every queue, including queues added later
+    /// (for workers serving `*`), every `every`.
+    pub fn reaper_all(mut self, every: Duration) -> Self {
+        self.reaper = Some((None, every));
         self
     }
 
@@ -114,7 +122,7 @@ impl Services {
             None => {}
         }
         if self.reaper.is_some() || self.rebuild.is_some() {
-            let (queues, every) = self.reaper.unwrap_or((Vec::new(), Duration::from_secs(1)));
+            let (queues, every) = self.reaper.unwrap_or((Some(Vec::new()), Duration::from_secs(1)));
             tasks.push(tokio::spawn(run_maintenance(self.engine.clone(), queues, every, self.rebuild, stop.clone())));
         }
         RunningServices { stop: stop_tx, tasks }
@@ -140,7 +148,7 @@ impl RunningServices {
 /// The reaper and the Redis-loss check, one after the other on one timer.
 async fn run_maintenance(
     engine: Engine,
-    queues: Vec<String>,
+    fixed_queues: Option<Vec<String>>,
     every: Duration,
     rebuild: Option<(Store, String)>,
     mut stop: watch::Receiver<bool>,
@@ -150,6 +158,16 @@ async fn run_maintenance(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
+        let queues = match &fixed_queues {
+            Some(q) => q.clone(),
+            None => match engine.queues().await {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the queues to reap; will retry");
+                    continue;
+                }
+            },
+        };
         if let Some((store, who)) = &rebuild {
             match ensure_redis_state(&engine, store, who).await {
                 Ok(Some(n)) => {

@@ -149,7 +149,20 @@ async fn read_commands_print_with_json_exactly_what_the_api_answers() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["name", "waiting", "scheduled", "running", "retrying", "completed", "dead", "cancelled", "paused", "oldest_waiting_age_s"]
+        [
+            "name",
+            "waiting",
+            "scheduled",
+            "running",
+            "retrying",
+            "completed",
+            "dead",
+            "cancelled",
+            "paused",
+            "oldest_waiting_age_s",
+            "workers",
+            "unserved"
+        ]
     );
     assert!(table.lines().any(|l| l.starts_with("mail ")), "{table}");
     env.cleanup().await;

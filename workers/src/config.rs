@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use chronos_core::config::{ConfigError, parse_var, var};
-use chronos_core::model::validate_queue_name;
+
+use crate::queues::QueueSpec;
 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -16,8 +17,9 @@ pub const TASKS_PER_CORE: usize = 16;
 pub struct WorkerConfig {
     /// `CHRONOS_WORKER_ID` (default: host-pid-random).
     pub worker_id: String,
-    /// `CHRONOS_QUEUES`: comma-separated queues this worker serves (default `default`).
-    pub queues: Vec<String>,
+    /// `CHRONOS_QUEUES` (default `default`; `*` for `chronos dev`) and `CHRONOS_QUEUES_STRICT`:
+    /// the queues this worker serves and the order it claims from them ([`crate::queues`]).
+    pub queues: QueueSpec,
     /// `CHRONOS_CONCURRENCY`: attempts run at once (default 16 × cores).
     pub concurrency: usize,
     /// `CHRONOS_LEASE_MS`: how long a claim holds a task without a heartbeat.
@@ -39,19 +41,19 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_serving("default")
+    }
+
+    /// [`WorkerConfig::from_env`] with `default_queues` when `CHRONOS_QUEUES` is unset.
+    pub fn from_env_serving(default_queues: &str) -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let queues: Vec<String> = var("CHRONOS_QUEUES")
-            .unwrap_or_else(|| "default".into())
-            .split(',')
-            .map(|q| q.trim().to_owned())
-            .filter(|q| !q.is_empty())
-            .collect();
-        if queues.is_empty() {
-            return Err(ConfigError { var: "CHRONOS_QUEUES", message: "names no queue".into() });
-        }
-        for q in &queues {
-            validate_queue_name(q).map_err(|e| ConfigError { var: "CHRONOS_QUEUES", message: e.to_string() })?;
-        }
+        let strict = parse_var("CHRONOS_QUEUES_STRICT", false, "0, 1, true or false", |v| match v {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        })?;
+        let spec = var("CHRONOS_QUEUES").unwrap_or_else(|| default_queues.into());
+        let queues = QueueSpec::parse(&spec, strict).map_err(|message| ConfigError { var: "CHRONOS_QUEUES", message })?;
         let concurrency = parse_var("CHRONOS_CONCURRENCY", TASKS_PER_CORE * cores, "a number between 1 and 10000", |v| {
             v.parse().ok().filter(|n| (1..=10_000).contains(n))
         })?;
@@ -93,8 +95,13 @@ impl WorkerConfig {
         })
     }
 
-    /// Settings for embedding a worker in a program or test.
+    /// Settings for embedding a worker in a program or test; it serves `queues` in turn.
     pub fn new(queues: Vec<String>) -> Self {
+        Self::serving(QueueSpec::named(queues))
+    }
+
+    /// [`WorkerConfig::new`] for any [`QueueSpec`] (`*`, weights, strict order).
+    pub fn serving(queues: QueueSpec) -> Self {
         WorkerConfig {
             worker_id: default_worker_id(),
             queues,

@@ -11,17 +11,21 @@
 //!   forwarder, reaper, rebuild) come from `chronos_core::services`, chosen per process.
 //! - [`handlers`] — built-ins: `http`, `email`, and the diagnostic `noop`, `sleep`, `fail`.
 //! - [`config`] — [`WorkerConfig`] from the environment.
+//! - [`queues`] — which queues a worker serves (`*`, weights, strict order) and the order of
+//!   each claim round.
 //! - [`logs`] — [`logs::CaptureLayer`]: a handler's log lines during an attempt, kept (bounded)
 //!   and stored with the attempt.
 
 pub mod config;
 pub mod handler;
 pub mod handlers;
+pub mod queues;
 pub mod logs;
 pub mod registry;
 pub mod runtime;
 
 pub use config::WorkerConfig;
+pub use queues::QueueSpec;
 pub use handler::{Handler, HandlerError, Task, TaskContext};
 pub use registry::{DuplicateKind, Registry};
 pub use runtime::{Worker, WorkerStats};

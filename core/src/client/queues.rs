@@ -6,6 +6,7 @@ use super::Chronos;
 use crate::access::Caller;
 use crate::error::Result;
 use crate::model::validate_queue_name;
+use crate::queue::WorkerPresence;
 
 /// One queue as an operator sees it: live counts from Redis, finished counts from Postgres.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -24,6 +25,11 @@ pub struct QueueSummary {
     pub oldest_waiting_age_s: Option<f64>,
     /// Audit events not yet written to Postgres.
     pub outbox: u64,
+    /// Live workers serving this queue (by name or as `*`).
+    pub workers: u32,
+    /// It has tasks to run (waiting, scheduled or retrying) and no live worker serves it:
+    /// they will wait until one is started with the queue in its `CHRONOS_QUEUES`.
+    pub unserved: bool,
 }
 
 impl Chronos {
@@ -33,16 +39,23 @@ impl Chronos {
         names.extend(self.store.queue_names().await?);
         names.sort();
         names.dedup();
+        let workers = self.engine.live_workers().await?;
         let mut out = Vec::with_capacity(names.len());
         for n in names {
-            out.push(self.queue(&n).await?);
+            out.push(self.summary(&n, &workers).await?);
         }
         Ok(out)
     }
 
     /// One queue's summary (all zero for a queue that never had a task).
     pub async fn queue(&self, name: &str) -> Result<QueueSummary> {
+        let workers = self.engine.live_workers().await?;
+        self.summary(name, &workers).await
+    }
+
+    async fn summary(&self, name: &str, workers: &[WorkerPresence]) -> Result<QueueSummary> {
         let live = self.engine.counts(name).await?;
+        let serving = workers.iter().filter(|w| w.serves(name)).count() as u32;
         let pg = self.store.status_counts(name).await?;
         Ok(QueueSummary {
             name: name.to_owned(),
@@ -56,6 +69,8 @@ impl Chronos {
             paused: live.paused,
             oldest_waiting_age_s: if live.waiting > 0 { pg.oldest_waiting_age_s } else { None },
             outbox: live.outbox,
+            workers: serving,
+            unserved: serving == 0 && live.waiting + live.delayed + live.retrying > 0,
         })
     }
 

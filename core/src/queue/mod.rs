@@ -9,6 +9,7 @@
 //!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the Redis-loss rebuild),
 //!   `purge_dead` (retention).
 
+mod presence;
 pub mod script;
 
 use std::collections::HashMap;
@@ -19,8 +20,9 @@ use redis::{AsyncConnectionConfig, Value};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::keys::{QueueKeys, queues_set};
+use crate::keys::{QueueKeys, queues_set, queues_wake};
 use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
+pub use presence::WorkerPresence;
 use script::{
     ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected,
 };
@@ -109,6 +111,16 @@ pub struct QueueCounts {
     pub paused: bool,
 }
 
+/// Why [`Engine::wait_for_work`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// A queue's wake list had a token: work may be ready.
+    Work,
+    /// A queue was added to `<ns>:queues`.
+    NewQueue,
+    Timeout,
+}
+
 /// Handle to the queue engine; cheap to clone (one multiplexed, self-reconnecting connection).
 #[derive(Clone)]
 pub struct Engine {
@@ -160,7 +172,9 @@ impl Engine {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         let names: Vec<&str> = by_queue.keys().copied().collect();
-        pipe.sadd(queues_set(&self.namespace), &names).ignore();
+        // Its reply (how many queues are new) is read, not ignored: a new queue wakes the `*`
+        // workers, with one more command only then (see `announce_new_queues`).
+        pipe.sadd(queues_set(&self.namespace), &names);
         let mut order = Vec::new();
         for (queue, idx) in &by_queue {
             let k = self.keys(queue);
@@ -195,14 +209,21 @@ impl Engine {
                 order.push(chunk.to_vec());
             }
         }
-        let replies: Vec<Vec<Value>> = match pipe.query_async(&mut conn).await {
+        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 ENQUEUE.script().prepare_invoke().load_async(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }
             r => r?,
         };
-        for (reply, chunk) in replies.into_iter().zip(order) {
+        let mut replies = replies.into_iter();
+        if let Some(Value::Int(added)) = replies.next()
+            && added > 0
+        {
+            self.announce_new_queues().await?;
+        }
+        for (reply, chunk) in replies.zip(order) {
+            let Value::Array(reply) = reply else { return Err(unexpected(ENQUEUE.name, format!("{reply:?}"))) };
             let mut r = Reply::new(ENQUEUE.name, reply);
             r.skip(); // Redis time
             for i in chunk {
@@ -455,7 +476,10 @@ impl Engine {
     /// Make a queue known to workers and the audit writer before it receives a task.
     pub async fn register_queue(&self, queue: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SADD").arg(queues_set(&self.namespace)).arg(queue).query_async(&mut conn).await?;
+        let added: i64 = redis::cmd("SADD").arg(queues_set(&self.namespace)).arg(queue).query_async(&mut conn).await?;
+        if added > 0 {
+            self.announce_new_queues().await?;
+        }
         Ok(())
     }
 
@@ -470,8 +494,11 @@ impl Engine {
         } else {
             pipe.del(&k.paused).ignore().lpush(&k.wake, 1).ignore();
         }
-        pipe.sadd(queues_set(&self.namespace), queue).ignore();
-        let _: () = pipe.query_async(&mut conn).await?;
+        pipe.sadd(queues_set(&self.namespace), queue);
+        let (added,): (i64,) = pipe.query_async(&mut conn).await?;
+        if added > 0 {
+            self.announce_new_queues().await?;
+        }
         Ok(())
     }
 
@@ -511,15 +538,29 @@ impl Engine {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
-    /// Block on `conn` until new work may be available in any of `queues`, or `timeout` passes.
-    /// Returns true when woken by a signal.
-    pub async fn wait_for_work(&self, conn: &mut MultiplexedConnection, queues: &[String], timeout: Duration) -> Result<bool> {
+    /// Block on `conn` until new work may be available in any of `queues` (and, with
+    /// `new_queues`, until a queue is added to `<ns>:queues`), or `timeout` passes.
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut MultiplexedConnection,
+        queues: &[String],
+        new_queues: bool,
+        timeout: Duration,
+    ) -> Result<Woken> {
         let mut cmd = redis::cmd("BLPOP");
         for q in queues {
             cmd.arg(self.keys(q).wake);
         }
+        let new_key = queues_wake(&self.namespace);
+        if new_queues {
+            cmd.arg(&new_key);
+        }
         cmd.arg(timeout.as_secs_f64().max(0.01));
         let r: Option<(String, String)> = cmd.query_async(conn).await?;
-        Ok(r.is_some())
+        Ok(match r {
+            None => Woken::Timeout,
+            Some((key, _)) if key == new_key => Woken::NewQueue,
+            Some(_) => Woken::Work,
+        })
     }
 }

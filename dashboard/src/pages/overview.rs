@@ -59,7 +59,12 @@ fn queue_rows(s: &Session, qs: &[QueueSummary]) -> Markup {
                         td.num data-q=(q.name) data-k="oldest" {
                             (q.oldest_waiting_age_s.map(|s| ui::duration_ms((s * 1000.0) as i64)).unwrap_or_else(|| "—".into()))
                         }
-                        td { @if q.paused { span.badge.s-paused { "paused" } } @else { span.badge.s-active { "active" } } }
+                        td {
+                            @if q.paused { span.badge.s-paused { "paused" } } @else { span.badge.s-active { "active" } }
+                            @if q.unserved {
+                                " " span.badge.s-dead data-unserved="" title="Tasks wait here and no live worker serves this queue: start one with it (or *) in CHRONOS_QUEUES" { "no worker" }
+                            }
+                        }
                         @if manage {
                             td.actions {
                                 @let (verb, label) = if q.paused { ("resume", "Resume") } else { ("pause", "Pause") };

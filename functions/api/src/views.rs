@@ -269,6 +269,8 @@ impl From<chronos_core::client::QueueSummary> for QueueView {
             cancelled: q.cancelled,
             paused: q.paused,
             oldest_waiting_age_s: q.oldest_waiting_age_s,
+            workers: q.workers,
+            unserved: q.unserved,
         }
     }
 }
@@ -325,6 +327,11 @@ pub struct QueueView {
     pub paused: bool,
     /// Seconds the oldest due task has waited to start; absent when none waits.
     pub oldest_waiting_age_s: Option<f64>,
+    /// Live workers serving this queue (named in their `CHRONOS_QUEUES`, or `*`).
+    pub workers: u32,
+    /// True when the queue has tasks to run (waiting, scheduled or retrying) and no live worker
+    /// serves it: they wait until a worker with this queue in its `CHRONOS_QUEUES` starts.
+    pub unserved: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

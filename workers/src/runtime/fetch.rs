@@ -1,20 +1,31 @@
 //! The fetch loop, the only place that decides what the worker does next: claim (batches for
-//! every free slot, queues taken in turn), block (BLPOP on the queues' wake lists, with a local
-//! timer for the next due delayed task, so an idle worker costs nothing and a due task starts
-//! within milliseconds), or back off after an error.
+//! every free slot, queues in the order `crate::queues` gives each round: in turn, weighted or
+//! strict), block (BLPOP on the queues' wake lists, with a local timer for the next due delayed
+//! task, so an idle worker costs nothing and a due task starts within milliseconds), or back off
+//! after an error.
+//!
+//! A worker serving `*` learns of queues without polling: it also BLPOPs `<ns>:queues:wake`,
+//! which gets a token when an SADD to `<ns>:queues` added a name (the enqueue pipeline already
+//! sends that SADD and now reads its reply, so enqueueing into a known queue costs nothing
+//! more). Woken by that token, or when the blocking wait times out, it re-reads the set (one
+//! SMEMBERS per idle wake-up, never per task). A token wakes one blocked worker only; one that
+//! learned a new queue from it passes a token on, so the word travels through every idle `*`
+//! worker (BLPOP serves them in the order they blocked) and stops at the first that learns
+//! nothing. A busy worker reads the set at its next idle wait, at most `IDLE_BLOCK` later.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chronos_core::queue::Engine;
+use chronos_core::queue::{Engine, Woken};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Shared, start};
+use crate::queues::{Order, round_order};
 
 /// Claims ask for at most this many tasks per script call.
 const MAX_CLAIM_BATCH: usize = 100;
@@ -32,7 +43,35 @@ struct Round {
     failed: bool,
 }
 
-type Blocker = JoinHandle<(MultiplexedConnection, chronos_core::Result<bool>)>;
+type Blocker = JoinHandle<(MultiplexedConnection, chronos_core::Result<Woken>)>;
+
+/// The queues claimed from now: fixed for named queues, the set `<ns>:queues` as last read for `*`.
+struct Served {
+    all: bool,
+    queues: Vec<String>,
+    weights: Vec<u32>,
+    order: Order,
+}
+
+impl Served {
+    /// Re-read `<ns>:queues` (for `*`); true when it named a queue not known before.
+    async fn refresh(&mut self, engine: &Engine) -> bool {
+        match engine.queues().await {
+            Ok(now) => {
+                let learned = now.iter().any(|q| !self.queues.contains(q));
+                if learned {
+                    tracing::info!(queues = ?now, "serving every queue: the set of queues changed");
+                }
+                self.queues = now;
+                learned
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the set of queues; keeping the last one read");
+                false
+            }
+        }
+    }
+}
 
 pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
     tokio::pin!(shutdown);
@@ -41,8 +80,13 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
     let mut spare_conn = Some(engine.blocking_connection().await?);
     let mut error_backoff = MIN_BACKOFF;
     let mut rotate = 0usize;
+    let spec = &shared.cfg.queues;
+    let mut served = Served { all: spec.is_all(), queues: spec.names(), weights: spec.weights(), order: spec.order() };
+    if served.all {
+        served.refresh(&engine).await;
+    }
     loop {
-        let round = claim_round(&shared, &slots, rotate).await;
+        let round = claim_round(&shared, &slots, &served, rotate).await;
         rotate = rotate.wrapping_add(1);
         if round.failed {
             tokio::select! {
@@ -72,7 +116,7 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
                     }
                 },
             };
-            blocker = Some(block_for_work(engine.clone(), shared.cfg.queues.clone(), conn));
+            blocker = Some(block_for_work(engine.clone(), served.queues.clone(), served.all, conn));
         }
         // A slot freed after `free` was read stores a permit in `slot_freed` (notify_one),
         // so the wait below still wakes.
@@ -93,7 +137,15 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
             r = woken => {
                 blocker = None;
                 match r {
-                    Some(Ok((conn, Ok(_)))) => spare_conn = Some(conn),
+                    Some(Ok((conn, Ok(why)))) => {
+                        spare_conn = Some(conn);
+                        if served.all && why != Woken::Work && served.refresh(&engine).await && why == Woken::NewQueue {
+                            // Pass the word on to the next idle `*` worker (see the module doc).
+                            if let Err(e) = engine.announce_new_queues().await {
+                                tracing::debug!(error = %e, "could not pass the new-queue token on");
+                            }
+                        }
+                    }
                     Some(Ok((_, Err(e)))) => {
                         tracing::warn!(error = %e, "blocking wait failed; reconnecting");
                         tokio::time::sleep(error_backoff).await;
@@ -116,12 +168,12 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
     Ok(())
 }
 
-/// Claim for the free slots from each queue in turn, starting at `rotate`, and start what came.
-async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, rotate: usize) -> Round {
-    let queues = &shared.cfg.queues;
+/// Claim for the free slots from each served queue in this round's order, and start what came.
+async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Served, rotate: usize) -> Round {
+    let queues = &served.queues;
     let mut round = Round { more: false, next_due: None, failed: false };
-    for i in 0..queues.len() {
-        let queue = &queues[(i + rotate) % queues.len()];
+    for i in round_order(served.order, queues.len(), &served.weights, rotate, rand::random::<f64>) {
+        let queue = &queues[i];
         let free = slots.available_permits();
         if free == 0 {
             round.more = true;
@@ -151,10 +203,11 @@ async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, rotate: usize
     round
 }
 
-/// Wait on a connection of its own until new work may be available in any of `queues`.
-fn block_for_work(engine: Engine, queues: Vec<String>, mut conn: MultiplexedConnection) -> Blocker {
+/// Wait on a connection of its own until new work may be available in any of `queues` (and,
+/// serving `*`, until a queue is added).
+fn block_for_work(engine: Engine, queues: Vec<String>, new_queues: bool, mut conn: MultiplexedConnection) -> Blocker {
     tokio::spawn(async move {
-        let r = engine.wait_for_work(&mut conn, &queues, IDLE_BLOCK).await;
+        let r = engine.wait_for_work(&mut conn, &queues, new_queues, IDLE_BLOCK).await;
         (conn, r)
     })
 }

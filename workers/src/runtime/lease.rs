@@ -1,5 +1,6 @@
 //! Leases of running attempts: one heartbeat call per queue every lease third extends them all
-//! and carries cancellations back; on shutdown, unfinished leases are handed straight back.
+//! and carries cancellations back, and the same beat refreshes this worker's entry among the
+//! live workers; on shutdown, unfinished leases are handed straight back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +14,17 @@ use super::{Inflight, Shared};
 
 pub(super) async fn run_heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let every = shared.cfg.lease / 3;
+    let me = super::presence(&shared.cfg);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
+        }
+        // The same beat keeps this worker listed as serving its queues (one HSET per beat).
+        if shared.claiming.load(Ordering::Acquire)
+            && let Err(e) = shared.engine.announce_worker(&me).await
+        {
+            tracing::warn!(error = %e, "could not refresh this worker's entry in the live workers");
         }
         for (queue, leases) in by_queue(&shared) {
             match shared.engine.heartbeat(&queue, shared.cfg.lease, &leases).await {

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chronos_core::dlq::Dlq;
-use chronos_core::queue::Engine;
+use chronos_core::queue::{Engine, WorkerPresence};
 use chronos_core::services::Services;
 use chronos_core::{ClaimedTask, Store, TaskId};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -92,6 +92,8 @@ struct Shared {
     inflight: Mutex<HashMap<TaskId, Inflight>>,
     slot_freed: Arc<Notify>,
     records: mpsc::UnboundedSender<Record>,
+    /// Cleared when the fetch loop stops: a draining worker no longer says it serves its queues.
+    claiming: AtomicBool,
 }
 
 /// A worker process's runtime. Build with [`Worker::new`], choose its background services,
@@ -109,7 +111,11 @@ pub struct Worker {
 impl Worker {
     /// A worker with no background services.
     pub fn new(engine: Engine, registry: Registry, cfg: WorkerConfig) -> Self {
-        let services = Services::new(engine.clone()).reaper(cfg.queues.clone(), reap_every(cfg.lease));
+        let services = if cfg.queues.is_all() {
+            Services::new(engine.clone()).reaper_all(reap_every(cfg.lease))
+        } else {
+            Services::new(engine.clone()).reaper(cfg.queues.names(), reap_every(cfg.lease))
+        };
         Worker { engine, registry, cfg, services, store: None, stats: Arc::default() }
     }
 
@@ -163,9 +169,10 @@ impl Worker {
             if let Some(store) = &store {
                 chronos_core::reconcile::settle_before_claiming(&engine, store, &cfg.worker_id).await;
             }
-            for q in &cfg.queues {
-                engine.register_queue(q).await?;
+            for q in cfg.queues.names() {
+                engine.register_queue(&q).await?;
             }
+            engine.announce_worker(&presence(&cfg)).await?;
             Ok::<(), chronos_core::Error>(())
         };
         tokio::select! {
@@ -185,15 +192,21 @@ impl Worker {
             inflight: Mutex::new(HashMap::new()),
             slot_freed: Arc::new(Notify::new()),
             records: record_tx,
+            claiming: AtomicBool::new(true),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let heart = tokio::spawn(lease::run_heartbeat(shared.clone(), stop_rx));
         let background = services.start();
 
-        tracing::info!(worker = %shared.cfg.worker_id, queues = ?shared.cfg.queues, concurrency = shared.cfg.concurrency, handlers = ?shared.registry.kinds(), "worker started");
+        tracing::info!(worker = %shared.cfg.worker_id, queues = %shared.cfg.queues.describe(), concurrency = shared.cfg.concurrency, handlers = ?shared.registry.kinds(), "worker started");
         let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
         let fetch = fetch::fetch_loop(shared.clone(), slots.clone(), shutdown).await;
         tracing::info!(worker = %shared.cfg.worker_id, "stopped claiming; draining");
+        // No longer counted as serving its queues; were this lost, the entry expires anyway.
+        shared.claiming.store(false, std::sync::atomic::Ordering::Release);
+        if let Err(e) = shared.engine.forget_worker(&shared.cfg.worker_id).await {
+            tracing::debug!(error = %e, "could not remove this worker from the live workers");
+        }
 
         // Let running attempts finish within the grace period.
         let all = shared.cfg.concurrency as u32;
@@ -208,6 +221,18 @@ impl Worker {
         background.stop().await;
         tracing::info!("worker stopped");
         fetch
+    }
+}
+
+/// What this worker tells `<ns>:workers`: it is refreshed every heartbeat period (a lease third)
+/// and lives a whole lease plus a second, so three missed refreshes in a row mark it gone.
+fn presence(cfg: &WorkerConfig) -> WorkerPresence {
+    WorkerPresence {
+        worker_id: cfg.worker_id.clone(),
+        queues: if cfg.queues.is_all() { vec!["*".into()] } else { cfg.queues.names() },
+        spec: cfg.queues.describe(),
+        seen_at_ms: 0,
+        ttl_ms: cfg.lease.as_millis() as i64 + 1000,
     }
 }
 

@@ -11,7 +11,8 @@ use crate::json::StrictPath;
 use crate::views::{QueueList, QueueView};
 
 /// Every queue with its waiting, scheduled, running, retrying, completed, dead and cancelled
-/// counts, whether it is paused, and the age of its oldest waiting task.
+/// counts, whether it is paused, the age of its oldest waiting task, how many live workers
+/// serve it, and `unserved` when it has tasks to run and no worker serves it.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses(
         (status = 200, body = QueueList),
