@@ -106,6 +106,8 @@ ensure_packages() {
   command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ||
     missing+=(python3-venv)
   command -v curl >/dev/null || missing+=(curl)
+  # The README's examples (run against scripts/dev by tests/tests/readme.rs) read ids with jq.
+  command -v jq >/dev/null || missing+=(jq)
 
   ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
 
