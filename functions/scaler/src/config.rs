@@ -20,7 +20,8 @@ pub struct ScalerConfig {
     pub cluster: String,
     /// `CHRONOS_ECS_SERVICE`: the worker service (name or ARN).
     pub service: String,
-    /// `CHRONOS_QUEUES`: the queues the workers serve (default: every queue Redis knows).
+    /// `CHRONOS_QUEUES`: the queues the workers serve (default, and `*`: every queue Redis
+    /// knows). The workers' own syntax is read: weights (`critical=6,low=1`) name their queues.
     pub queues: Option<Vec<String>>,
     /// `CHRONOS_SCALER_MIN`, `CHRONOS_SCALER_MAX`, `CHRONOS_SCALER_TARGET_BACKLOG`,
     /// `CHRONOS_SCALER_WORKER_CONCURRENCY`, `CHRONOS_SCALER_COOLDOWN_S`.
@@ -34,16 +35,7 @@ impl ScalerConfig {
         let required = |name: &'static str| var(name).ok_or(ConfigError { var: name, message: "must be set".into() });
         let cluster = required("CHRONOS_ECS_CLUSTER")?;
         let service = required("CHRONOS_ECS_SERVICE")?;
-        let queues = match var("CHRONOS_QUEUES") {
-            None => None,
-            Some(v) => {
-                let q: Vec<String> = v.split(',').map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()).collect();
-                for name in &q {
-                    validate_queue_name(name).map_err(|e| ConfigError { var: "CHRONOS_QUEUES", message: e.to_string() })?;
-                }
-                (!q.is_empty()).then_some(q)
-            }
-        };
+        let queues = var("CHRONOS_QUEUES").map(|v| scaled_queues(&v)).transpose()?.flatten();
         let count = |name: &'static str, default: u32, lo: u32, hi: u32| {
             parse_var(name, default, &format!("a whole number between {lo} and {hi}"), |v| v.parse().ok().filter(|n| (lo..=hi).contains(n)))
         };
@@ -65,5 +57,34 @@ impl ScalerConfig {
             policy: Policy { min, max, target_backlog_per_worker, worker_concurrency, cooldown },
             passes,
         })
+    }
+}
+
+/// The queues whose backlog counts, from the workers' `CHRONOS_QUEUES` (the template hands the
+/// same setting to both): `*` is every queue (`None`), weights (`critical=6,low=1`) name their
+/// queues.
+fn scaled_queues(v: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    if v.trim() == "*" {
+        return Ok(None);
+    }
+    let q: Vec<String> =
+        v.split(',').map(|q| q.split_once('=').map_or(q, |(name, _)| name).trim().to_owned()).filter(|q| !q.is_empty()).collect();
+    for name in &q {
+        validate_queue_name(name).map_err(|e| ConfigError { var: "CHRONOS_QUEUES", message: e.to_string() })?;
+    }
+    Ok((!q.is_empty()).then_some(q))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scaled_queues;
+
+    #[test]
+    fn the_scaler_reads_the_workers_queue_setting_star_and_weights_included() {
+        assert_eq!(scaled_queues("*").unwrap(), None);
+        assert_eq!(scaled_queues("critical=6, default=3,low=1").unwrap(), Some(vec!["critical".into(), "default".into(), "low".into()]));
+        assert_eq!(scaled_queues("a,b").unwrap(), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(scaled_queues(" , ").unwrap(), None);
+        assert!(scaled_queues("bad name").is_err());
     }
 }
