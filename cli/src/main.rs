@@ -9,8 +9,10 @@
 //!   with an exit code by kind.
 //! - `logging.rs` — the `tracing` subscriber: text or JSON lines (`CHRONOS_LOG_FORMAT`), with the
 //!   worker's capture of a handler's log lines.
+//! - `metrics_addr.rs` — a worker's own `/metrics` at `CHRONOS_METRICS_ADDR`.
 
 mod logging;
+mod metrics_addr;
 mod ops;
 
 use std::process::ExitCode;
@@ -60,6 +62,7 @@ const WORKER_ENV: &str = "  CHRONOS_QUEUES                   queues to serve (de
   CHRONOS_WEBHOOK_SECRET           signs the http handler's requests
   CHRONOS_SMTP_URL, CHRONOS_EMAIL_FROM   the email handler (on when CHRONOS_SMTP_URL is set)
   CHRONOS_DIAGNOSTIC_HANDLERS      0: no noop, sleep, fail handlers
+  CHRONOS_METRICS_ADDR             serve Prometheus metrics at http://<addr>/metrics (e.g. 0.0.0.0:9090)
   CHRONOS_METRICS_SERVICE          emit per-minute EMF metric lines on stdout for this service name";
 
 const API_ENV: &str = "  CHRONOS_API_ADDR                 listen address (default 127.0.0.1:8080)
@@ -292,6 +295,8 @@ async fn run(cli: Cli) -> Result<()> {
             // One signal stops every piece: the API stops accepting, the worker drains.
             let stop = Stop::on_signal();
             stop.during(async { connect_store(&core, &stop).await?.migrate().await.context("migrating DATABASE_URL") }).await??;
+            // One recorder for every role, before any of them counts: the API's /metrics shows all.
+            chronos_core::metrics::install();
             let (a, d, w, t) = tokio::join!(
                 run_api(&core, &stop),
                 run_dashboard(&core, &stop),
@@ -620,6 +625,7 @@ async fn run_worker(core: &CoreConfig, default_queues: &str, stop: &Stop) -> Res
     let cfg = WorkerConfig::from_env_serving(default_queues)?;
     let registry = builtin_registry(&cfg).map_err(anyhow::Error::msg)?;
     let engine = connect_engine(core, stop).await?;
+    metrics_addr::start(&engine, stop.wait()).await?;
     let store = connect_store(core, stop).await?;
     let worker = if cfg.background_services {
         // SQS is reached in the background: tasks run whatever SQS does, and dead letters wait

@@ -106,6 +106,9 @@ impl Dlq {
             req = req.entries(SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build().map_err(sqs_err)?);
         }
         let out = req.send().await.map_err(sqs_err)?;
+        if !out.failed().is_empty() {
+            metrics::counter!(crate::metrics::DLQ_FORWARD_FAILURES).increment(out.failed().len() as u64);
+        }
         for f in out.failed() {
             tracing::warn!(entry = f.id(), code = f.code(), message = f.message(), "SQS refused a dead letter; will retry");
         }
@@ -189,6 +192,7 @@ pub async fn run_forwarder(engine: Engine, dlq: Dlq, wake: Arc<Notify>, interval
                 backoff = interval;
             }
             Err(e) => {
+                metrics::counter!(crate::metrics::DLQ_FORWARD_FAILURES).increment(1);
                 tracing::warn!(error = %e, "dead letters not sent; will retry");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`model`] — the task model: ids, priority, backoff, status, validation ([`model::NewTask::prepare`]).
 //! - [`keys`] — every Redis key, all of one queue under the hash tag `{<queue>}`.
+//! - [`metrics`] — metric names, the process's Prometheus recorder, cached handles per
+//!   `(queue, name)`.
 //! - [`queue`] — the Redis engine. `queue/script.rs` is the script boundary (each script's KEYS
 //!   in one documented order, every reply read and every answer code mapped in one place);
 //!   `queue/scripts/` holds `lib.lua` (clock, ready score, key names, backoff, overlap guard —
@@ -49,6 +51,7 @@ pub mod error;
 pub mod events;
 pub mod history;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod reconcile;

@@ -541,6 +541,8 @@ pub struct ClaimedTask {
     pub timeout: Duration,
     pub backoff: Backoff,
     pub idempotency_key: Option<String>,
+    /// From when it was due (its run_at, or its retry's due time) to this claim, in Redis time.
+    pub waited: Duration,
 }
 
 #[cfg(test)]

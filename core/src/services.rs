@@ -171,6 +171,7 @@ async fn run_maintenance(
         if let Some((store, who)) = &rebuild {
             match ensure_redis_state(&engine, store, who).await {
                 Ok(Some(n)) => {
+                    metrics::counter!(crate::metrics::REBUILD_RESTORES).increment(n as u64);
                     tracing::info!(restored = n, "Redis state checked and rebuilt from Postgres");
                     for q in &queues {
                         let _ = engine.register_queue(q).await;
@@ -182,7 +183,10 @@ async fn run_maintenance(
         }
         for q in &queues {
             match engine.reap(q, REAP_LIMIT).await {
-                Ok((n, _)) if n > 0 => tracing::warn!(queue = %q, reaped = n, "expired leases requeued"),
+                Ok((n, _)) if n > 0 => {
+                    metrics::counter!(crate::metrics::LEASE_EXPIRIES, "queue" => q.clone()).increment(n as u64);
+                    tracing::warn!(queue = %q, reaped = n, "expired leases requeued")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(queue = %q, error = %e, "reap failed"),
             }

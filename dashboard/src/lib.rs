@@ -67,6 +67,7 @@ impl DashState {
     /// Build the state and start the live machinery (outbox reader, counter refresher); it
     /// stops when `stop` turns true. Needs a Tokio runtime.
     pub fn start(chronos: Chronos, scheduler: Scheduler, cfg: DashboardConfig, stop: watch::Receiver<bool>) -> Self {
+        chronos_core::metrics::install();
         let live = Arc::new(live::Live::new(stop));
         live.start(chronos.clone());
         DashState(Arc::new(Inner { chronos, scheduler, cfg, live, jobs: pages::dlq::Jobs::default() }))
@@ -126,6 +127,13 @@ async fn healthz(State(state): State<DashState>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// Prometheus text format: the process's recorder (`chronos_core::metrics`), with every queue's
+/// depth and ages read live. Unauthenticated, like the API's.
+async fn metrics(State(state): State<DashState>) -> Response {
+    let body = chronos_core::metrics::render_with_queues(&state.chronos.engine).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
 /// The whole dashboard.
 pub fn app(state: DashState) -> Router {
     use pages::*;
@@ -149,6 +157,7 @@ pub fn app(state: DashState) -> Router {
         .route("/events", get(live::events))
         .route("/assets/{name}", get(assets::serve))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn(same_origin))
         .layer(middleware::from_fn(headers))

@@ -140,3 +140,141 @@ async fn the_fail_handler_logs_its_message_which_a_worker_process_stores_and_wri
     let _ = child.wait().await;
     env.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metrics, scraped from real processes.
+
+/// One sample of a Prometheus text exposition: name, labels, value.
+type Sample = (String, std::collections::BTreeMap<String, String>, f64);
+
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or_else(|| panic!("bad label in {line}"));
+                (k.to_owned(), v.trim_matches('"').to_owned())
+            })
+            .collect();
+        out.push((name.to_owned(), labels, value.parse().unwrap_or_else(|_| panic!("bad value in {line}"))));
+    }
+    out
+}
+
+/// The value of `name` whose labels include `want`, 0 when absent.
+fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.2)
+        .unwrap_or(0.0)
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+async fn scrape(url: &str) -> Vec<Sample> {
+    for _ in 0..250 {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return parse_exposition(&r.text().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no metrics at {url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_counts_each_tasks_life_in_its_metrics() {
+    let env = TestEnv::new().await;
+    let addr = free_addr();
+    let mut cmd = tokio::process::Command::new(chronos_bin());
+    cmd.arg("worker").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.envs(env.child_env()).env("CHRONOS_METRICS_ADDR", &addr);
+    let mut child = cmd.spawn().expect("spawn chronos worker");
+    let url = format!("http://{addr}/metrics");
+    let before = scrape(&url).await;
+    let q = ("queue", "default");
+    assert_eq!(sample(&before, "chronos_tasks_started_total", &[q, ("name", "noop")]), 0.0);
+
+    let fast = chronos_core::model::Backoff { base_ms: 20, cap_ms: 20, ..Default::default() };
+    for _ in 0..3 {
+        env.client.enqueue(NewTask::new("noop", json!({}))).await.unwrap();
+    }
+    let sleep = env.client.enqueue(NewTask::new("sleep", json!({ "ms": 250 }))).await.unwrap().id;
+    let flaky = env.client.enqueue(NewTask::new("fail", json!({ "times": 1 })).backoff(fast)).await.unwrap().id;
+    let doomed = env.client.enqueue(NewTask::new("fail", json!({ "times": 9, "permanent": true }))).await.unwrap().id;
+    for (id, status) in [(sleep, "completed"), (flaky, "completed"), (doomed, "dead")] {
+        wait_until(Duration::from_secs(30), "the task finished", || async { env.status(id).await == status }).await;
+    }
+    let after = scrape(&url).await;
+    let noop = [q, ("name", "noop")];
+    let fail = [q, ("name", "fail")];
+    assert_eq!(sample(&after, "chronos_tasks_started_total", &noop), 3.0);
+    assert_eq!(sample(&after, "chronos_tasks_completed_total", &noop), 3.0);
+    assert_eq!(sample(&after, "chronos_task_wait_seconds_count", &noop), 3.0);
+    // fail: the flaky task's first attempt retried, its second completed; the doomed one dead.
+    assert_eq!(sample(&after, "chronos_tasks_started_total", &fail), 3.0);
+    assert_eq!(sample(&after, "chronos_tasks_retried_total", &fail), 1.0);
+    assert_eq!(sample(&after, "chronos_tasks_dead_total", &fail), 1.0);
+    assert_eq!(sample(&after, "chronos_tasks_failed_total", &fail), 2.0);
+    assert_eq!(sample(&after, "chronos_tasks_completed_total", &fail), 1.0);
+    let sleep_l = [q, ("name", "sleep")];
+    assert_eq!(sample(&after, "chronos_task_run_seconds_count", &sleep_l), 1.0);
+    let ran = sample(&after, "chronos_task_run_seconds_sum", &sleep_l);
+    assert!((0.25..5.0).contains(&ran), "the sleep ran {ran} s");
+    assert_eq!(sample(&after, "chronos_task_run_seconds_bucket", &[q, ("name", "sleep"), ("le", "0.1")]), 0.0);
+    assert_eq!(sample(&after, "chronos_task_run_seconds_bucket", &[q, ("name", "sleep"), ("le", "0.5")]), 1.0);
+    assert!(after.iter().any(|(n, l, _)| n == "chronos_queue_depth" && l.get("queue").map(String::as_str) == Some("default")));
+    assert_eq!(sample(&after, "chronos_queue_depth", &[q]), 0.0);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chronos_dev_exports_the_metrics_of_every_role_on_the_apis_metrics() {
+    let env = TestEnv::new().await;
+    let (api, dash) = (free_addr(), free_addr());
+    let mut cmd = tokio::process::Command::new(chronos_bin());
+    cmd.arg("dev").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.envs(env.child_env())
+        .env("CHRONOS_API_ADDR", &api)
+        .env("CHRONOS_DASHBOARD_ADDR", &dash)
+        .env("CHRONOS_ADMIN_KEY", chronos_tests::ADMIN_KEY);
+    let mut child = cmd.spawn().expect("spawn chronos dev");
+    let url = format!("http://{api}/metrics");
+    scrape(&url).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://{api}/v1/tasks"))
+        .bearer_auth(chronos_tests::ADMIN_KEY)
+        .json(&json!({ "name": "noop", "payload": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let id: uuid::Uuid = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    wait_until(Duration::from_secs(30), "the task completed", || async { env.status(id).await == "completed" }).await;
+    let l = [("queue", "default"), ("name", "noop")];
+    let m = scrape(&url).await;
+    assert_eq!(sample(&m, "chronos_tasks_enqueued_total", &l), 1.0, "the API's count");
+    assert_eq!(sample(&m, "chronos_tasks_completed_total", &l), 1.0, "the worker's count, on the API's /metrics");
+    assert_eq!(sample(&m, "chronos_task_wait_seconds_count", &l), 1.0);
+    assert!(sample(&m, "chronos_http_requests_total", &[("status", "2xx")]) >= 1.0);
+    let d = scrape(&format!("http://{dash}/metrics")).await;
+    assert_eq!(sample(&d, "chronos_tasks_completed_total", &l), 1.0, "the dashboard exports the same recorder");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    env.cleanup().await;
+}

@@ -170,6 +170,9 @@ impl Chronos {
             }
             return Err(e);
         }
+        for p in &fresh {
+            crate::metrics::task(&p.task.queue, &p.task.name).enqueued.increment(1);
+        }
         Ok(recorded)
     }
 }

@@ -256,6 +256,7 @@ impl Engine {
             let timeout = Duration::from_millis(r.int()? as u64);
             let backoff = Backoff::decode(&r.string()?).unwrap_or_default();
             let ik = r.string()?;
+            let waited = Duration::from_millis(r.int()?.max(0) as u64);
             tasks.push(ClaimedTask {
                 id,
                 queue: queue.to_owned(),
@@ -267,6 +268,7 @@ impl Engine {
                 timeout,
                 backoff,
                 idempotency_key: (!ik.is_empty()).then_some(ik),
+                waited,
             });
         }
         Ok(ClaimBatch { now_ms, next_due_ms: (next_due >= 0).then_some(next_due), tasks })

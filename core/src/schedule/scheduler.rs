@@ -277,6 +277,9 @@ impl Scheduler {
             if !due.is_empty() {
                 let enqueued = self.chronos.engine.enqueue(&due, self.chronos.idempotency_retention).await?;
                 report.planned += enqueued.iter().filter(|(_, created)| *created).count();
+                for (p, _) in due.iter().zip(&enqueued).filter(|(_, (_, created))| *created) {
+                    crate::metrics::task(&p.task.queue, &p.task.name).enqueued.increment(1);
+                }
             }
         }
         report.schedules += 1;

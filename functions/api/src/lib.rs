@@ -59,6 +59,8 @@ impl AppState {
     /// `schedule_horizon`: how far ahead a schedule is planned when it is created, changed or
     /// resumed (`CHRONOS_SCHEDULE_HORIZON_S`, as the tick uses).
     pub fn new(chronos: Chronos, admin_key: Option<Secret>, dlq: Option<Dlq>, schedule_horizon: Duration) -> Self {
+        // `/metrics` renders the process's recorder; installing it is idempotent.
+        chronos_core::metrics::install();
         let chronos = chronos.with_dlq(dlq.clone());
         let scheduler = Scheduler::new(chronos.clone(), schedule_horizon);
         AppState(Arc::new(Inner { chronos, scheduler, admin_key, dlq, metrics: Metrics::default() }))

@@ -249,14 +249,20 @@ fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) 
         task.id,
         Inflight { queue: task.queue.clone(), token: task.token, cancel: cancel.clone(), state: state.clone(), abort: None },
     );
+    // Cached per (queue, name): no label set is built per task.
+    let metrics = chronos_core::metrics::task(&task.queue, &task.name);
+    metrics.started.increment(1);
+    metrics.waited(task.waited);
     let s = shared.clone();
     tokio::spawn(async move {
         let slot = Slot::new(permit, s.slot_freed.clone());
+        let began = std::time::Instant::now();
         let outcome = attempt::run_attempt(&s, &task, cancel, &state).await;
+        metrics.ran(began.elapsed());
         let completed = outcome == Outcome::Completed;
         let (slot, kept) = if completed { (Some(slot), None) } else { (None, Some(slot)) };
         let logs = state.logs.take();
-        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, slot: kept });
+        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, metrics, slot: kept });
         s.inflight.lock().unwrap().remove(&task.id);
         drop(slot);
     });

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chronos_core::TaskId;
+use chronos_core::metrics::TaskMetrics;
 use chronos_core::queue::{Engine, FailOutcome};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
@@ -45,6 +46,8 @@ pub(super) struct Record {
     pub outcome: Outcome,
     /// The handler's captured log lines.
     pub logs: Option<String>,
+    /// Its task's counters, counted once the outcome is written.
+    pub metrics: &'static TaskMetrics,
     /// A failed attempt's slot, held until the retry or death is written; a completion's slot
     /// is freed before it is sent, so the next claim need not wait for the batched ack.
     pub slot: Option<Slot>,
@@ -77,12 +80,15 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
     let mut buf = Vec::with_capacity(256);
     let mut failures = JoinSet::new();
     while rx.recv_many(&mut buf, 256).await > 0 {
-        let mut acks: HashMap<String, Vec<(TaskId, u64, Option<String>)>> = HashMap::new();
+        type Acks = (Vec<(TaskId, u64, Option<String>)>, Vec<&'static TaskMetrics>);
+        let mut acks: HashMap<String, Acks> = HashMap::new();
         for r in buf.drain(..) {
             match r.outcome {
                 Outcome::Completed => {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
-                    acks.entry(r.queue).or_default().push((r.id, r.token, r.logs));
+                    let (leases, metrics) = acks.entry(r.queue).or_default();
+                    leases.push((r.id, r.token, r.logs));
+                    metrics.push(r.metrics);
                 }
                 Outcome::Failed { kind, message, detail, retry_in } => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -94,6 +100,17 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
                             engine.fail_with_logs(&r.queue, r.id, r.token, &worker, kind, &message, &detail, retry_in, logs)
                         })
                         .await;
+                        let m = r.metrics;
+                        let how = match &written {
+                            Some(FailOutcome::Retrying { .. }) => Some(&m.retried),
+                            Some(FailOutcome::Dead) => Some(&m.dead),
+                            Some(FailOutcome::Cancelled) => Some(&m.cancelled),
+                            Some(FailOutcome::Stale) | None => None,
+                        };
+                        if let Some(c) = how {
+                            c.increment(1);
+                            m.failed.increment(1);
+                        }
                         match written {
                             Some(FailOutcome::Stale) => tracing::info!(task = %r.id, "attempt result refused: the lease was taken over"),
                             Some(outcome) => tracing::debug!(task = %r.id, ?outcome, error = %message, "attempt failed"),
@@ -105,13 +122,18 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
                 }
             }
         }
-        for (queue, leases) in acks {
+        for (queue, (leases, metrics)) in acks {
             let written = with_retries("ack", || {
                 stats.ack_calls.fetch_add(1, Ordering::Relaxed);
                 engine.ack_with_logs(&queue, &worker, &leases)
             })
             .await;
             if let Some(r) = written {
+                for (done, m) in r.iter().zip(&metrics) {
+                    if *done {
+                        m.completed.increment(1);
+                    }
+                }
                 let refused = r.iter().filter(|x| !**x).count();
                 if refused > 0 {
                     tracing::info!(queue, refused, "acks refused: leases were taken over");

@@ -1,13 +1,13 @@
 //! Unauthenticated endpoints: health, Prometheus metrics, the OpenAPI spec; and the
 //! problem+json answers for unknown paths and methods.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{counter, gauge};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -25,40 +25,33 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body)).into_response()
 }
 
-/// Prometheus text format: request counts, tasks created, and per-queue depths read live.
+/// Prometheus text format, rendered by the process's one recorder (`chronos_core::metrics`):
+/// this API's request and submission counts, every queue's depth and ages read live, and, in a
+/// process that also runs workers or services (`chronos dev`), theirs.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
-    let mut out = String::new();
-    out.push_str("# HELP chronos_http_requests_total API requests by status class.\n# TYPE chronos_http_requests_total counter\n");
-    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-        let _ = writeln!(out, "chronos_http_requests_total{{status=\"{class}\"}} {}", m.requests[i].load(Ordering::Relaxed));
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
+        counter!("chronos_http_requests_total", "status" => class).absolute(m.requests[i].load(Ordering::Relaxed));
     }
-    out.push_str("# HELP chronos_tasks_created_total Tasks accepted by this API process.\n# TYPE chronos_tasks_created_total counter\n");
-    let _ = writeln!(out, "chronos_tasks_created_total {}", m.tasks_created.load(Ordering::Relaxed));
-    out.push_str(
-        "# HELP chronos_task_writes_total Postgres transactions (each with one Redis round trip) that accepted tasks; concurrent submissions share one.\n# TYPE chronos_task_writes_total counter\n",
-    );
-    let _ = writeln!(out, "chronos_task_writes_total {}", state.chronos.writes());
+    counter!("chronos_tasks_created_total").absolute(m.tasks_created.load(Ordering::Relaxed));
+    counter!("chronos_task_writes_total").absolute(state.chronos.writes());
     if let Ok(counts) = state.chronos.live_counts().await {
-        type Gauge = (&'static str, &'static str, fn(&chronos_core::queue::QueueCounts) -> u64);
-        let gauges: [Gauge; 7] = [
-            ("chronos_queue_waiting", "Tasks ready to run.", |c| c.waiting),
-            ("chronos_queue_scheduled", "Tasks scheduled for later.", |c| c.delayed),
-            ("chronos_queue_retrying", "Tasks waiting for a retry.", |c| c.retrying),
-            ("chronos_queue_running", "Tasks leased to workers.", |c| c.running),
-            ("chronos_queue_dead", "Dead tasks kept in Redis.", |c| c.dead),
-            ("chronos_outbox_length", "Transitions not yet written to Postgres.", |c| c.outbox),
-            ("chronos_dlq_pending", "Dead letters not yet sent to SQS.", |c| c.dlq_pending),
+        type Gauge = (&'static str, fn(&chronos_core::queue::QueueCounts) -> u64);
+        let gauges: [Gauge; 4] = [
+            ("chronos_queue_waiting", |c| c.waiting),
+            ("chronos_queue_scheduled", |c| c.delayed),
+            ("chronos_queue_retrying", |c| c.retrying),
+            ("chronos_dlq_pending", |c| c.dlq_pending),
         ];
-        for (name, help, f) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (q, c) in &counts {
-                let _ = writeln!(out, "{name}{{queue=\"{q}\"}} {}", f(c));
+        for (q, c) in &counts {
+            for (name, f) in gauges {
+                gauge!(name, "queue" => q.clone()).set(f(c) as f64);
             }
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let body = chronos_core::metrics::render_with_queues(&state.chronos.engine).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// The OpenAPI 3.1 description of this API, generated from the handlers.
