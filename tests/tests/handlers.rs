@@ -24,6 +24,7 @@ const SECRET: &str = "s3cret";
 //   /status/<code>  answers <code> with the body "body of <code>"
 //   /slow/<ms>      waits <ms>, then answers 200
 //   /redirect       answers 302 to /status/200
+//   /busy/<code>/<retry-after>  the first request: <code> with that Retry-After; later: 200
 //   anything else   answers 200
 // Every request is recorded before it is answered.
 
@@ -116,6 +117,14 @@ async fn serve(mut stream: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
         (200, String::new(), "slow ok".to_owned())
+    } else if let Some(rest) = path.strip_prefix("/busy/") {
+        let (code, after) = rest.split_once('/').unwrap();
+        let seen = received.lock().unwrap().iter().filter(|r| r.path == path).count();
+        if seen == 1 {
+            (code.parse().unwrap(), format!("Retry-After: {after}\r\n"), "busy".to_owned())
+        } else {
+            (200, String::new(), "ok".to_owned())
+        }
     } else if path == "/redirect" {
         (302, "Location: /status/200\r\n".to_owned(), String::new())
     } else if path == "/big-error" {
@@ -534,4 +543,41 @@ fn email_handler_rejects_a_bad_smtp_url_naming_chronos_smtp_url() {
     assert!(EmailHandler::new("smtps://mail.example.com:465", "noreply@chronos.test".into()).is_ok());
     assert!(EmailHandler::new("smtp://mail.example.com:587?tls=required", "noreply@chronos.test".into()).is_ok());
     assert!(EmailHandler::new("smtp://127.0.0.1:2525", "not an address".into()).is_err());
+}
+
+/// The first attempt's error and when each attempt started.
+async fn attempts_of(env: &chronos_tests::TestEnv, id: uuid::Uuid) -> Vec<(Option<String>, chrono::DateTime<chrono::Utc>)> {
+    env.store.attempts(id).await.unwrap().into_iter().map(|a| (a.error, a.started_at.unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_a_503_or_429_retry_after_is_the_next_delay_within_the_backoff_cap_and_the_attempt_says_why() {
+    use chronos_core::model::{Backoff, BackoffKind, Jitter, NewTask};
+    let env = chronos_tests::TestEnv::new().await;
+    let server = HttpServer::start().await;
+    let mut registry = chronos_workers::Registry::new();
+    registry.register(HttpHandler::new(None)).unwrap();
+    let worker = chronos_tests::start_worker(&env, registry, chronos_tests::worker_config(&["default"]), None);
+    // Without the Retry-After, the next attempt would wait the 60 s backoff.
+    let slow = Backoff { kind: BackoffKind::Fixed, base_ms: 60_000, cap_ms: 3_600_000, jitter: Jitter::None };
+    let asked = env.client.enqueue(NewTask::new("http", json!({ "url": server.url("/busy/503/1") })).backoff(slow)).await.unwrap().id;
+    // Asks for an hour; the task's cap is 1 s.
+    let capped = Backoff { kind: BackoffKind::Fixed, base_ms: 1_000, cap_ms: 1_000, jitter: Jitter::None };
+    let cut = env.client.enqueue(NewTask::new("http", json!({ "url": server.url("/busy/429/3600") })).backoff(capped)).await.unwrap().id;
+    for id in [asked, cut] {
+        chronos_tests::wait_until(Duration::from_secs(15), "the task completed on its second attempt", || async {
+            env.status(id).await == "completed"
+        })
+        .await;
+    }
+    let a = attempts_of(&env, asked).await;
+    let first = a[0].0.clone().unwrap();
+    assert!(first.ends_with("(Retry-After: 1); next attempt in 1 s, as its Retry-After asked"), "{first}");
+    let gap = (a[1].1 - a[0].1).num_milliseconds();
+    assert!((900..5_000).contains(&gap), "the second attempt began {gap} ms after the first");
+    let c = attempts_of(&env, cut).await;
+    let first = c[0].0.clone().unwrap();
+    assert!(first.ends_with("its Retry-After asked for 3600 s: next attempt in 1 s, the task's backoff cap"), "{first}");
+    worker.stop().await;
+    env.cleanup().await;
 }

@@ -3,10 +3,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chronos_core::{ClaimedTask, TaskId};
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::AttemptState;
 
 /// Why an attempt failed. `Retryable` uses the task's backoff (or [`Handler::next_retry`]);
 /// `Permanent` skips the remaining attempts and dead-letters the task.
@@ -83,10 +86,12 @@ pub struct TaskContext {
     pub idempotency_key: String,
     pub worker_id: String,
     cancel: CancellationToken,
+    /// Shared with the runtime: where [`TaskContext::retry_after`] leaves its delay.
+    state: Arc<AttemptState>,
 }
 
 impl TaskContext {
-    pub(crate) fn new(task: &ClaimedTask, worker_id: &str, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(task: &ClaimedTask, worker_id: &str, cancel: CancellationToken, state: Arc<AttemptState>) -> Self {
         TaskContext {
             id: task.id,
             queue: task.queue.clone(),
@@ -95,6 +100,7 @@ impl TaskContext {
             idempotency_key: task.idempotency_key.clone().unwrap_or_else(|| task.id.to_string()),
             worker_id: worker_id.to_owned(),
             cancel,
+            state,
         }
     }
 
@@ -109,6 +115,7 @@ impl TaskContext {
             idempotency_key: id.to_string(),
             worker_id: "detached".into(),
             cancel: cancel.clone(),
+            state: Arc::default(),
         };
         (ctx, cancel)
     }
@@ -120,6 +127,18 @@ impl TaskContext {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// The receiver asked to be tried again after `delay` (an HTTP `Retry-After`): if this
+    /// attempt ends with a retryable error, the next one is due after `delay` instead of the
+    /// task's backoff, at most the task's backoff cap, and the attempt's error says so.
+    pub fn retry_after(&self, delay: Duration) {
+        self.state.set_retry_after(delay);
+    }
+
+    /// The delay [`TaskContext::retry_after`] left, if any.
+    pub fn requested_retry_after(&self) -> Option<Duration> {
+        self.state.retry_after()
     }
 }
 

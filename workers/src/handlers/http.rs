@@ -9,7 +9,9 @@
 //!   receiver may recover. Any other status (other 4xx, 1xx, 3xx) is permanent: sending the same
 //!   request again gets the same answer. Redirects are not followed (see [`HttpHandler::new`]).
 //!   Failure messages name the status and the URL; the detail carries up to 512 bytes of the
-//!   response body.
+//!   response body. A 429 or 503 with `Retry-After` (seconds, or an HTTP date) sets the next
+//!   attempt's delay ([`TaskContext::retry_after`]): the task's backoff cap bounds it, and the
+//!   attempt's error says when the next one is due and why.
 //! - Every request carries `X-Chronos-Task-Id`, `X-Chronos-Attempt` and `Idempotency-Key`:
 //!   a retry after a lost response repeats a request the receiver may already have processed,
 //!   and these let it drop the repeat.
@@ -133,7 +135,7 @@ impl HttpHandler {
         Ok(Prepared { method, url, shown, headers, body, timeout })
     }
 
-    async fn send(&self, p: Prepared) -> Result<(), HandlerError> {
+    async fn send(&self, ctx: &TaskContext, p: Prepared) -> Result<(), HandlerError> {
         let mut req = self.client.request(p.method.clone(), p.url).headers(p.headers);
         if let Some(body) = p.body {
             req = req.body(body);
@@ -150,6 +152,11 @@ impl HttpHandler {
         let mut message = format!("http: {} {} returned {status}", p.method, p.shown);
         if let Some(v) = header_str(&resp, RETRY_AFTER) {
             let _ = write!(message, " (Retry-After: {v})");
+            if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+                && let Some(d) = parse_retry_after(&v, SystemTime::now())
+            {
+                ctx.retry_after(d);
+            }
         }
         if status.is_redirection() {
             let location = header_str(&resp, LOCATION).unwrap_or_else(|| "none".into());
@@ -173,7 +180,7 @@ impl Handler for HttpHandler {
         let payload: HttpPayload = task.payload()?;
         let prepared = self.prepare(&ctx, payload)?;
         tokio::select! {
-            r = self.send(prepared) => r,
+            r = self.send(&ctx, prepared) => r,
             _ = ctx.cancelled() => Err(HandlerError::Cancelled),
         }
     }
@@ -222,6 +229,18 @@ fn sign(secret: &str, t: &str, body: &[u8]) -> String {
 
 fn header_value(s: &str) -> Result<HeaderValue, HandlerError> {
     HeaderValue::from_str(s).map_err(|_| HandlerError::permanent_msg(format!("http: {s:?} cannot be sent as a header value")))
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date (a date already past is no delay); `None`
+/// when it is neither (the task's backoff applies).
+fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at.timestamp_millis()).ok()?);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn header_str(resp: &reqwest::Response, name: HeaderName) -> Option<String> {
@@ -275,4 +294,20 @@ fn transport_error(method: &Method, shown: &str, timeout: Option<Duration>, err:
     }
     let message = format!("http: {method} {shown} {what}: {root}");
     if err.is_builder() { HandlerError::Permanent { message, detail } } else { HandlerError::Retryable { message, detail } }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO), "a date past");
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
 }

@@ -42,14 +42,34 @@ pub(super) async fn run_attempt(shared: &Arc<Shared>, task: &ClaimedTask, cancel
         Err(HandlerError::Retryable { message, detail }) => (FailKind::Retryable, message, detail),
         Err(HandlerError::Permanent { message, detail }) => (FailKind::Permanent, message, detail),
     };
-    let retry_in = match kind {
-        FailKind::Retryable => shared
-            .registry
-            .get(&task.name)
-            .and_then(|h| h.next_retry(task.attempt, &HandlerError::Retryable { message: message.clone(), detail: String::new() })),
-        _ => None,
-    };
+    let (mut message, mut retry_in) = (message, None);
+    if kind == FailKind::Retryable {
+        retry_in = match state.retry_after() {
+            // The receiver said when to come back: that delay (within the task's backoff cap),
+            // and the attempt's error says why the next one is due when it is.
+            Some(asked) => {
+                let (delay, why) = asked_delay(asked, Duration::from_millis(task.backoff.cap_ms));
+                message.push_str(&why);
+                Some(delay)
+            }
+            None => shared
+                .registry
+                .get(&task.name)
+                .and_then(|h| h.next_retry(task.attempt, &HandlerError::Retryable { message: message.clone(), detail: String::new() })),
+        };
+    }
     Outcome::Failed { kind, message, detail, retry_in }
+}
+
+/// The next attempt's delay when the receiver asked for `asked` (at most `cap`), and the words
+/// appended to the attempt's error.
+fn asked_delay(asked: Duration, cap: Duration) -> (Duration, String) {
+    let secs = |d: Duration| if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{:.3} s", d.as_secs_f64()) };
+    if asked <= cap {
+        (asked, format!("; next attempt in {}, as its Retry-After asked", secs(asked)))
+    } else {
+        (cap, format!("; its Retry-After asked for {}: next attempt in {}, the task's backoff cap", secs(asked), secs(cap)))
+    }
 }
 
 async fn run_handler(
@@ -64,7 +84,7 @@ async fn run_handler(
         return Err(HandlerError::retryable_msg(format!("no handler for task kind {:?} on worker {}", task.name, shared.cfg.worker_id)));
     };
     let timeout = handler.timeout().unwrap_or(task.timeout);
-    let ctx = TaskContext::new(task, &shared.cfg.worker_id, cancel.clone());
+    let ctx = TaskContext::new(task, &shared.cfg.worker_id, cancel.clone(), state.clone());
     // Every event of the handler carries the attempt's identity, and its lines are captured.
     let span = tracing::info_span!("attempt", task_id = %task.id, queue = %task.queue, task_name = %task.name, attempt = task.attempt, worker = %shared.cfg.worker_id);
     let call = handler.call(ctx, Task { name: task.name.clone(), payload_json: task.payload.clone() });
@@ -106,5 +126,22 @@ async fn run_handler(
             })
         }
         Err(_) => Err(HandlerError::retryable_msg("handler aborted")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_after_within_the_cap_is_the_delay_and_a_longer_one_is_cut_to_the_cap() {
+        let cap = Duration::from_secs(60);
+        let (d, why) = asked_delay(Duration::from_secs(30), cap);
+        assert_eq!(d, Duration::from_secs(30));
+        assert_eq!(why, "; next attempt in 30 s, as its Retry-After asked");
+        let (d, why) = asked_delay(Duration::from_secs(7200), cap);
+        assert_eq!(d, cap);
+        assert_eq!(why, "; its Retry-After asked for 7200 s: next attempt in 60 s, the task's backoff cap");
+        assert_eq!(asked_delay(Duration::from_millis(1500), cap).1, "; next attempt in 1.500 s, as its Retry-After asked");
     }
 }

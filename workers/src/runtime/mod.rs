@@ -56,6 +56,20 @@ pub(crate) struct AttemptState {
     cancel_requested: AtomicBool,
     /// The handler's own log lines.
     logs: Capture,
+    /// A retry delay the receiver asked for ([`crate::TaskContext::retry_after`]), in ms; 0: none.
+    retry_after_ms: AtomicU64,
+}
+
+impl AttemptState {
+    pub(crate) fn set_retry_after(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.retry_after_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        let ms = self.retry_after_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
 }
 
 tokio::task_local! {
