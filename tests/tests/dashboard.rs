@@ -469,6 +469,25 @@ async fn queues_pause_and_resume_and_a_dot_queue_is_refused() {
     env.cleanup().await;
 }
 
+#[tokio::test]
+async fn the_overview_badges_a_queue_with_work_and_no_live_worker_until_one_serves_it() {
+    let env = TestEnv::new().await;
+    let dash = dashboard(&env).await;
+    env.client.enqueue(NewTask::new("noop", json!({})).queue("reports").delay(Duration::from_secs(3600))).await.unwrap();
+    let mut b = Browser::new(&dash);
+    b.login(ADMIN_KEY).await;
+    let overview = b.get("/").await;
+    assert!(overview.body.contains("data-unserved") && overview.body.contains("no worker"), "badged: {}", overview.body);
+    let worker = start_worker(&env, diag_registry(), worker_config(&["reports"]), None);
+    wait_until(Duration::from_secs(10), "the worker announced itself", || async { !env.engine.live_workers().await.unwrap().is_empty() })
+        .await;
+    let overview = b.get("/").await;
+    assert!(!overview.body.contains("data-unserved"), "no badge once a worker serves reports");
+    worker.stop().await;
+    drop(dash);
+    env.cleanup().await;
+}
+
 /// A POST written by hand on a socket, with the path exactly as given; returns the status.
 async fn raw_post(dash: &Dash, path: &str, session: &str, csrf: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

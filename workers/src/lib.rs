@@ -19,14 +19,14 @@
 pub mod config;
 pub mod handler;
 pub mod handlers;
-pub mod queues;
 pub mod logs;
+pub mod queues;
 pub mod registry;
 pub mod runtime;
 
 pub use config::WorkerConfig;
-pub use queues::QueueSpec;
 pub use handler::{Handler, HandlerError, Task, TaskContext};
+pub use queues::QueueSpec;
 pub use registry::{DuplicateKind, Registry};
 pub use runtime::{Worker, WorkerStats};
 
