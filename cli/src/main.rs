@@ -7,10 +7,13 @@
 //! - `ops.rs` — the operator's commands (`task`, `tasks`, `cancel`, `retry`, `queues`, `dlq`,
 //!   `schedules`, `keys`): the API's views, human tables or `--json`, refusals as sentences
 //!   with an exit code by kind.
+//! - `jobs.rs` — `jobs` and the bulk `dlq redrive --all`: start a job, follow it with a progress
+//!   line (working it here when no runner holds it), list, show, cancel.
 //! - `logging.rs` — the `tracing` subscriber: text or JSON lines (`CHRONOS_LOG_FORMAT`), with the
 //!   worker's capture of a handler's log lines.
 //! - `metrics_addr.rs` — a worker's own `/metrics` at `CHRONOS_METRICS_ADDR`.
 
+mod jobs;
 mod logging;
 mod metrics_addr;
 mod ops;
@@ -154,6 +157,10 @@ enum Cmd {
     /// API keys: list, create, revoke.
     #[command(subcommand)]
     Keys(ops::KeysCmd),
+    /// Bulk operations (redrive, cancel or retry by filter): create with a progress line,
+    /// list, show, cancel.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCmd),
 }
 
 #[derive(Subcommand)]
@@ -343,10 +350,11 @@ async fn run(cli: Cli) -> Result<()> {
                     None
                 }
             };
-            ops::dlq(&c.with_dlq(dlq), cmd, json).await
+            ops::dlq(&c.with_dlq(dlq), &core.dlq_queue, cmd, json).await
         }
         Cmd::Schedules(cmd) => ops::schedules(&Scheduler::new(client(&core).await?, core.schedule_horizon), cmd, json).await,
         Cmd::Keys(cmd) => ops::keys(&client(&core).await?, cmd, json).await,
+        Cmd::Jobs(cmd) => jobs::jobs(&client(&core).await?, &core.dlq_queue, cmd, json).await,
     }
 }
 
@@ -487,11 +495,11 @@ async fn run_tick(core: &CoreConfig, once: Option<Option<chrono::DateTime<chrono
     let scheduler = Scheduler::new(client_until(core, stop).await?, core.schedule_horizon);
     let who = format!("tick-{}", std::process::id());
     if let Some(at) = once {
-        let out = chronos_tick::tick_at(&scheduler, &who, keep, at.unwrap_or_else(chrono::Utc::now)).await?;
+        let out = chronos_tick::tick_at(&scheduler, &who, keep, Some(&core.dlq_queue), at.unwrap_or_else(chrono::Utc::now)).await?;
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    chronos_tick::run_loop(scheduler, who, keep, Duration::from_secs(every_s), stop.wait()).await;
+    chronos_tick::run_loop(scheduler, who, keep, Some(core.dlq_queue.clone()), Duration::from_secs(every_s), stop.wait()).await;
     Ok(())
 }
 
@@ -630,7 +638,10 @@ async fn run_worker(core: &CoreConfig, default_queues: &str, stop: &Stop) -> Res
     let worker = if cfg.background_services {
         // SQS is reached in the background: tasks run whatever SQS does, and dead letters wait
         // in Redis until it answers.
-        Worker::new(engine, registry, cfg).with_audit(store).with_dlq_queue(core.dlq_queue.clone())
+        Worker::new(engine, registry, cfg)
+            .with_audit(store.clone())
+            .with_dlq_queue(core.dlq_queue.clone())
+            .with_jobs(store, Some(core.dlq_queue.clone()))
     } else {
         // `chronos services` runs the audit writer, the DLQ forwarder and the rebuild apart;
         // this worker only reaps the leases of its queues (and settles Redis's state first).
@@ -650,10 +661,11 @@ async fn run_services(core: &CoreConfig, stop: &Stop) -> Result<()> {
     let who = format!("services-{}-{}", hostname(), std::process::id());
     let services = Services::new(c.engine.clone())
         .audit_writer(c.store.clone(), who.clone())
-        .rebuild(c.store.clone(), who)
-        .dlq_forwarder_connecting(core.dlq_queue.clone());
+        .rebuild(c.store.clone(), who.clone())
+        .dlq_forwarder_connecting(core.dlq_queue.clone())
+        .job_runner(c.store.clone(), Some(core.dlq_queue.clone()), who);
     let running = services.start();
-    tracing::info!("background services started: audit writer, DLQ forwarder, Redis-loss rebuild");
+    tracing::info!("background services started: audit writer, DLQ forwarder, Redis-loss rebuild, job runner");
     stop.wait().await;
     running.stop().await;
     Ok(())

@@ -9,9 +9,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use anyhow::Result;
-use chronos_api::views::{
-    AttemptView, KeyList, KeyView, QueueList, QueueView, RedriveResult, ScheduleRunView, ScheduleView, TaskPage, TaskView,
-};
+use chronos_api::views::{AttemptView, KeyList, KeyView, QueueList, QueueView, ScheduleRunView, ScheduleView, TaskPage, TaskView};
 use chronos_core::access::{Caller, Role};
 use chronos_core::schedule::{ChangeError, Scheduler};
 use chronos_core::store::TaskFilter;
@@ -138,7 +136,7 @@ impl std::fmt::Display for ClosedStdout {
 
 impl std::error::Error for ClosedStdout {}
 
-fn emit_json<T: Serialize>(v: &T) -> Result<()> {
+pub fn emit_json<T: Serialize>(v: &T) -> Result<()> {
     emit(&format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 
@@ -149,7 +147,7 @@ pub fn cli_caller() -> Caller {
 }
 
 /// Columns, padded to their widest cell.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -184,7 +182,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
-fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -400,7 +398,8 @@ pub enum DlqCmd {
         cursor: Option<uuid::Uuid>,
     },
     /// Put one dead task back as a fresh attempt (with an id), or every dead task with --all
-    /// (of one --queue / --name); their SQS messages are removed.
+    /// (of one --queue / --name / --error) as a job followed with a progress line; their SQS
+    /// messages are removed.
     Redrive {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<uuid::Uuid>,
@@ -410,10 +409,16 @@ pub enum DlqCmd {
         queue: Option<String>,
         #[arg(long, requires = "all")]
         name: Option<String>,
+        /// The first line of the last error (the dashboard's dead-letter groups).
+        #[arg(long, requires = "all")]
+        error: Option<String>,
+        /// Start the job and print its id; follow it with `chronos jobs show <id> --wait`.
+        #[arg(long, requires = "all")]
+        no_wait: bool,
     },
 }
 
-pub async fn dlq(c: &Chronos, cmd: DlqCmd, json: bool) -> Result<()> {
+pub async fn dlq(c: &Chronos, dlq_queue: &str, cmd: DlqCmd, json: bool) -> Result<()> {
     match cmd {
         DlqCmd::List { queue, name, limit, cursor } => {
             let filter = TaskFilter { queue, name, before_id: cursor, limit, ..Default::default() };
@@ -426,17 +431,9 @@ pub async fn dlq(c: &Chronos, cmd: DlqCmd, json: bool) -> Result<()> {
             }
             emit(&format!("task {} redriven: queued with a fresh attempt budget\n", t.id))
         }
-        DlqCmd::Redrive { id: None, queue, name, .. } => {
-            let r = c.redrive_all(&cli_caller(), queue, name).await.map_err(refusal)?;
-            let out = RedriveResult { redriven: r.ids.len(), ids: r.ids, sqs_messages_removed: r.sqs_messages_removed };
-            if json {
-                return emit_json(&out);
-            }
-            let mut text = format!("{} dead tasks redriven; {} SQS messages removed\n", out.redriven, out.sqs_messages_removed);
-            if out.redriven == chronos_core::client::MAX_REDRIVE {
-                let _ = writeln!(text, "at most {} per run: run it again for the rest", chronos_core::client::MAX_REDRIVE);
-            }
-            emit(&text)
+        DlqCmd::Redrive { id: None, queue, name, error, no_wait, .. } => {
+            let sel = chronos_core::jobs::Selection { queue, name, error, ..Default::default() };
+            crate::jobs::start(c, dlq_queue, chronos_core::jobs::JobKind::Redrive, sel, no_wait, json).await
         }
     }
 }

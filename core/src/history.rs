@@ -33,8 +33,8 @@ pub struct DeadGroup {
     pub sample: Vec<TaskId>,
 }
 
-/// The SQL for a dead task's group key; [`dead_groups`] and [`dead_ids`] must agree on it.
-const GROUP_KEY: &str = "left(split_part(coalesce(last_error, ''), E'\\n', 1), 200)";
+/// The SQL for a dead task's group key, shared with [`crate::store::TaskFilter::error_group`].
+const GROUP_KEY: &str = crate::store::ERROR_GROUP;
 
 /// An attempt that ran longer than this is left out of [`throughput`] (the bound lets the
 /// query use the BRIN index on `started_at`, which the audit writer never changes).

@@ -28,6 +28,9 @@
 //!   `Scheduler` whose tick plans occurrences ahead as delayed tasks, with overlap and misfire).
 //! - [`client`] — [`client::Chronos`]: submitting (Postgres first, then Redis) and every use case
 //!   the API, the CLI and the dashboard share (read, list, cancel, retry, redrive, queues, keys).
+//! - [`jobs`] — bulk operations (redrive the DLQ, cancel or retry by filter) as resumable jobs:
+//!   recorded in Postgres, worked in leased steps by [`jobs::run_jobs`] (in [`services`]) and by
+//!   the tick.
 //! - [`access`] — API keys (stored hashed) and roles; [`access::Role::allows`] is the one place
 //!   that decides what a role may do.
 //! - [`builtin`] — the built-in handlers' payload types, checked when a task is submitted.
@@ -50,6 +53,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod model;

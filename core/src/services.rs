@@ -1,6 +1,7 @@
 //! A process's background services, composed in one place: the audit writer (outbox →
 //! Postgres), the DLQ forwarder (dead tasks → SQS), the reaper (expired leases back to their
-//! queue) and the Redis-loss check (rebuild from Postgres).
+//! queue), the Redis-loss check (rebuild from Postgres) and the job runner (bulk operations,
+//! [`crate::jobs`]).
 //!
 //! Any binary picks what it runs: `chronos worker` runs all four beside its fetch loop,
 //! `chronos dev` the same in one process, and a deployment may run the audit writer on its own
@@ -42,11 +43,12 @@ pub struct Services {
     /// The queues reaped (`None`: every queue, read each pass) and how often.
     reaper: Option<(Option<Vec<String>>, Duration)>,
     rebuild: Option<(Store, String)>,
+    jobs: Option<(Store, Option<String>, String)>,
 }
 
 impl Services {
     pub fn new(engine: Engine) -> Self {
-        Services { engine, audit: None, dlq: None, reaper: None, rebuild: None }
+        Services { engine, audit: None, dlq: None, reaper: None, rebuild: None, jobs: None }
     }
 
     /// Drain every queue's audit outbox into Postgres; `consumer` names this writer in the
@@ -91,6 +93,14 @@ impl Services {
         self
     }
 
+    /// Work bulk-operation jobs (redrive, cancel or retry by filter) as they are created, and
+    /// resume those whose runner died. `dlq_queue` names the SQS queue a redrive removes
+    /// messages from (reached when first needed); `who` names this runner in the job leases.
+    pub fn job_runner(mut self, store: Store, dlq_queue: Option<String>, who: impl Into<String>) -> Self {
+        self.jobs = Some((store, dlq_queue, who.into()));
+        self
+    }
+
     /// Spawn the chosen services. Needs a Tokio runtime.
     pub fn start(self) -> RunningServices {
         let (stop_tx, stop) = watch::channel(false);
@@ -120,6 +130,11 @@ impl Services {
                 tasks.push(tokio::spawn(connect_and_forward(self.engine.clone(), name, dead_seen, DLQ_INTERVAL, stop.clone())))
             }
             None => {}
+        }
+        if let Some((store, dlq_queue, who)) = self.jobs {
+            let chronos = crate::client::Chronos::new(self.engine.clone(), store, 0, Duration::ZERO);
+            let dlq = crate::jobs::DlqHandle::new(None, dlq_queue);
+            tasks.push(tokio::spawn(crate::jobs::run_jobs(chronos, dlq, who, stop.clone())));
         }
         if self.reaper.is_some() || self.rebuild.is_some() {
             let (queues, every) = self.reaper.unwrap_or((Some(Vec::new()), Duration::from_secs(1)));

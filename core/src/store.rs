@@ -88,8 +88,26 @@ pub struct TaskFilter {
     pub created_by: Option<String>,
     /// Only tasks older than this id (ids are time-ordered UUIDv7): the page cursor.
     pub before_id: Option<TaskId>,
+    /// Only tasks whose last error's first line (cut at 200 characters, [`ERROR_GROUP`]) is
+    /// this: the dead-letter view's groups.
+    pub error_group: Option<String>,
     pub limit: i64,
 }
+
+/// The SQL for a task's error group: the first line of its last error, cut at 200 characters.
+/// The dashboard's dead-letter groups and [`TaskFilter::error_group`] must agree on it.
+pub const ERROR_GROUP: &str = "left(split_part(coalesce(last_error, ''), E'\\n', 1), 200)";
+
+/// The WHERE clause of [`Store::list_tasks`] and [`Store::count_tasks`], binding $1–$9.
+const TASK_FILTER: &str = "($1::text IS NULL OR status = $1)
+               AND ($2::text IS NULL OR queue = $2)
+               AND ($3::text IS NULL OR name = $3)
+               AND ($4::timestamptz IS NULL OR created_at >= $4)
+               AND ($5::timestamptz IS NULL OR created_at < $5)
+               AND ($6::text IS NULL OR search @@ websearch_to_tsquery('simple', $6)
+                    OR id IN (SELECT task_id FROM task_attempts WHERE log_search @@ websearch_to_tsquery('simple', $6)))
+               AND ($7::text IS NULL OR created_by = $7)
+               AND ($8::uuid IS NULL OR id < $8)";
 
 /// Task counts per status of one queue, from Postgres.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -269,30 +287,19 @@ impl Store {
 
     pub async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks
-             WHERE ($1::text IS NULL OR status = $1)
-               AND ($2::text IS NULL OR queue = $2)
-               AND ($3::text IS NULL OR name = $3)
-               AND ($4::timestamptz IS NULL OR created_at >= $4)
-               AND ($5::timestamptz IS NULL OR created_at < $5)
-               AND ($6::text IS NULL OR search @@ websearch_to_tsquery('simple', $6)
-                    OR id IN (SELECT task_id FROM task_attempts WHERE log_search @@ websearch_to_tsquery('simple', $6)))
-               AND ($7::text IS NULL OR created_by = $7)
-               AND ($8::uuid IS NULL OR id < $8)
-             ORDER BY id DESC LIMIT $9"
-        )))
-        .bind(&f.status)
-        .bind(&f.queue)
-        .bind(&f.name)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(&f.q)
-        .bind(&f.created_by)
-        .bind(f.before_id)
-        .bind(f.limit)
-        .fetch_all(&self.pool)
-        .await?;
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE {TASK_FILTER} AND ($9::text IS NULL OR {ERROR_GROUP} = $9)
+             ORDER BY id DESC LIMIT $10"
+        )));
+        let rows = bind_filter(rows, f).bind(f.limit).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(task_from_row).collect())
+    }
+
+    /// How many tasks match `f` (its `limit` ignored).
+    pub async fn count_tasks(&self, f: &TaskFilter) -> Result<i64> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM tasks WHERE {TASK_FILTER} AND ($9::text IS NULL OR {ERROR_GROUP} = $9)"
+        )));
+        Ok(bind_filter(q, f).fetch_one(&self.pool).await?.get(0))
     }
 
     /// A schedule's runs whose instant has come, newest first.
@@ -408,4 +415,19 @@ impl Store {
         conn.close().await?;
         Ok(())
     }
+}
+
+fn bind_filter<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    f: &'q TaskFilter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&f.status)
+        .bind(&f.queue)
+        .bind(&f.name)
+        .bind(f.created_after)
+        .bind(f.created_before)
+        .bind(&f.q)
+        .bind(&f.created_by)
+        .bind(f.before_id)
+        .bind(&f.error_group)
 }

@@ -171,12 +171,17 @@
     var el = document.querySelector('.job[data-job="' + j.id + '"]');
     if (!el) { if ($('#jobs')) refreshRegion($('#jobs'), true); return; }
     var p = $('progress', el);
-    if (p) { p.max = Math.max(j.total, 1); p.value = j.total === 0 ? 1 : j.done + j.failed; }
-    var d = $('[data-done]', el);
-    if (d) d.textContent = fmt(j.done);
-    var st = $('.state', el);
-    if (st) st.textContent = j.finished ? 'done' : 'running…';
+    if (p) { p.max = Math.max(j.total, 1); p.value = j.total === 0 && j.finished ? 1 : j.processed; }
+    var d = $('[data-processed]', el);
+    if (d) d.textContent = fmt(j.processed);
+    var det = $('[data-detail]', el);
+    if (det) det.textContent = j.detail;
+    var st = $('[data-state-text]', el);
+    if (st) st.textContent = j.state_text;
     el.setAttribute('data-finished', String(j.finished));
+    el.setAttribute('data-state', j.state);
+    // A finished job's buttons (Stop) and the page's counts change: redraw the regions.
+    if (j.finished && $('#jobs')) refreshRegion($('#jobs'), true);
     refreshOn('job');
   }
 

@@ -220,6 +220,26 @@ async function main() {
     if ((await status(t.id)) !== 'cancelled') throw new Error('the API does not say cancelled');
   });
 
+  await scenario('a redrive from the dead-letter page runs as a job whose progress arrives live', async () => {
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push((await enqueue({ name: 'fail', payload: { times: 1, message: 'e2e: partner API refused' }, max_attempts: 1 })).id);
+    }
+    await until('the group is dead', async () => (await Promise.all(ids.map(status))).every((s) => s === 'dead'), 20000);
+    await page.goto(`${dash}/dlq`);
+    await live();
+    await page.click('form:has(input[name=error][value="e2e: partner API refused"]) button');
+    await page.waitForSelector('.flash.ok');
+    // The job row is on the page the redirect shows; it turns completed without a reload.
+    await page.waitForSelector('.job[data-state=completed]', { timeout: 30000 });
+    await until('the redriven tasks completed', async () => (await Promise.all(ids.map(status))).every((s) => s === 'completed'), 20000);
+    const text = await page.textContent('.job[data-state=completed]');
+    if (!text.includes('3 / 3')) throw new Error(`the job row says ${text}`);
+    await page.goto(`${dash}/jobs`);
+    await page.waitForSelector('.jobcard .job[data-state=completed]');
+    await shot('jobs');
+  });
+
   await scenario('the other pages render: tasks, dead letters, schedules, dark theme', async () => {
     await page.goto(`${dash}/tasks`);
     await shot('tasks');

@@ -53,7 +53,6 @@ pub struct Inner {
     pub scheduler: Scheduler,
     pub cfg: DashboardConfig,
     pub live: Arc<live::Live>,
-    pub jobs: pages::dlq::Jobs,
 }
 
 impl std::ops::Deref for DashState {
@@ -68,9 +67,10 @@ impl DashState {
     /// stops when `stop` turns true. Needs a Tokio runtime.
     pub fn start(chronos: Chronos, scheduler: Scheduler, cfg: DashboardConfig, stop: watch::Receiver<bool>) -> Self {
         chronos_core::metrics::install();
-        let live = Arc::new(live::Live::new(stop));
+        let live = Arc::new(live::Live::new(stop.clone()));
         live.start(chronos.clone());
-        DashState(Arc::new(Inner { chronos, scheduler, cfg, live, jobs: pages::dlq::Jobs::default() }))
+        tokio::spawn(pages::jobs::watch(chronos.clone(), live.clone(), stop));
+        DashState(Arc::new(Inner { chronos, scheduler, cfg, live }))
     }
 }
 
@@ -150,6 +150,8 @@ pub fn app(state: DashState) -> Router {
         .route("/tasks/{id}/redrive", post(tasks::redrive))
         .route("/dlq", get(dlq::page))
         .route("/dlq/redrive", post(dlq::redrive))
+        .route("/jobs", get(jobs::page))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{id}/pause", post(schedules::pause))
         .route("/schedules/{id}/resume", post(schedules::resume))

@@ -19,6 +19,7 @@ pub enum Nav {
     Tasks,
     Dlq,
     Schedules,
+    Jobs,
 }
 
 const LOGO: &str = r#"<svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true"><circle cx="12" cy="12" r="9.5" fill="none" stroke="currentColor" stroke-width="2"/><path d="M12 6.5V12l3.8 2.3" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/></svg>"#;
@@ -62,6 +63,7 @@ pub fn page(s: &Session, nav: Nav, title: &str, flash: &Flash, since: &str, body
                         (item(Nav::Tasks, "/tasks", "Tasks", Permission::TasksRead))
                         (item(Nav::Dlq, "/dlq", "Dead letters", Permission::DlqRead))
                         (item(Nav::Schedules, "/schedules", "Schedules", Permission::SchedulesRead))
+                        (item(Nav::Jobs, "/jobs", "Jobs", Permission::TasksRead))
                     }
                     form.topsearch action="/tasks" method="get" role="search" {
                         input type="search" name="q" placeholder="Search tasks, errors, payloads…" aria-label="Search tasks";

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chronos_core::model::NewTask;
 use chronos_tests::{TestEnv, diag_registry, start_api, start_worker, wait_until, worker_config};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -320,8 +319,17 @@ async fn a_task_created_over_http_runs_shows_its_attempts_and_can_be_cancelled_r
     })
     .await;
     wait_until(Duration::from_secs(10), "letters sent", || async { env.engine.counts("default").await.unwrap().dlq_pending == 0 }).await;
+    // A bulk redrive is a job: 202 at once, worked by a process running the job runner.
+    let runner = chronos_core::services::Services::new(env.engine.clone())
+        .job_runner(env.store.clone(), Some(env.dlq_name()), "test-runner")
+        .start();
     let (s, _, r) = post(&api, "/v1/dlq/redrive", json!({ "name": "fail" })).await;
-    assert_eq!((s, r["redriven"].as_u64(), r["sqs_messages_removed"].as_u64()), (StatusCode::OK, Some(3), Some(3)), "{r}");
+    assert_eq!((s, r["kind"].as_str(), r["total"].as_u64()), (StatusCode::ACCEPTED, Some("redrive"), Some(3)), "{r}");
+    let job = format!("/v1/jobs/{}", r["id"].as_str().unwrap());
+    wait_until(Duration::from_secs(20), "the redrive job completed", || async { get(&api, &job).await.2["state"] == "completed" }).await;
+    let (_, _, r) = get(&api, &job).await;
+    assert_eq!((r["succeeded"].as_u64(), r["sqs_messages_removed"].as_u64(), r["progress"].as_f64()), (Some(3), Some(3), Some(1.0)), "{r}");
+    runner.stop().await;
     wait_until(Duration::from_secs(10), "all redriven completed", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tasks WHERE status = 'dead'").fetch_one(env.store.pool()).await.unwrap() == 0
     })
@@ -334,23 +342,5 @@ async fn a_task_created_over_http_runs_shows_its_attempts_and_can_be_cancelled_r
     assert!(actions.iter().all(|(actor, _)| actor == "bootstrap-admin"), "{actions:?}");
     assert_eq!(actions.iter().filter(|(_, a)| a == "retry_now").count(), 5, "{actions:?}");
     w.stop().await;
-    env.cleanup().await;
-}
-
-#[tokio::test]
-async fn a_bulk_redrive_takes_back_dead_tasks_only_and_leaves_scheduled_ones_alone() {
-    use chronos_core::access::{Caller, Role};
-    use chronos_core::queue::FailKind;
-    let env = TestEnv::new().await;
-    let dead = env.client.enqueue(NewTask::new("noop", json!({})).max_attempts(1)).await.unwrap().id;
-    let later = env.client.enqueue(NewTask::new("noop", json!({})).delay(std::time::Duration::from_secs(600))).await.unwrap().id;
-    let claimed = env.engine.claim("default", "w1", 10, std::time::Duration::from_secs(30)).await.unwrap().tasks;
-    assert_eq!(claimed.len(), 1);
-    env.engine.fail("default", dead, claimed[0].token, "w1", FailKind::Permanent, "boom", "", None).await.unwrap();
-    let admin = Caller { key_id: "tester".into(), role: Role::Admin };
-    let r = env.client.redrive_many(&admin, &[dead, later, uuid::Uuid::now_v7()]).await.unwrap();
-    assert_eq!(r.ids, vec![dead], "only the dead task is redriven; the scheduled one and an unknown id are skipped");
-    assert_eq!(env.client.task(&admin, dead).await.unwrap().status, "queued");
-    assert_eq!(env.client.task(&admin, later).await.unwrap().status, "scheduled");
     env.cleanup().await;
 }

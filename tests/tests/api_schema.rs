@@ -35,7 +35,8 @@ const SEED_QUEUE: &str = "seeded";
 ///   `run_at` and `delay_ms` not both, lengths in UTF-8 bytes (`idempotency_key` 1–256, key
 ///   `name` 1–100, the payload 256 KiB) where a schema counts characters, a key name that is not
 ///   only whitespace. Schedules add a cron expression and a zone name (a grammar and a list no
-///   schema holds), a unique name (409) and a change that must change something. So a
+///   schema holds), a unique name (409) and a change that must change something. A job's
+///   filter must name some tasks, and a redrive's status can only be `dead`. So a
 ///   schema-valid body may still earn a 422 there, and only there; any other refusal of a valid
 ///   body (400, 415, ...) still fails.
 /// - Half the `{id}` path parameters are seeded task and schedule ids, so reads, cancel, retry,
@@ -51,7 +52,7 @@ values = [{ids}]
 "path.id" = {{ dictionary = "seeded-ids", probability = 0.5 }}
 
 [[operations]]
-include-name-regex = "^(POST /v1/(tasks|tasks/batch|keys|schedules)|PATCH /v1/schedules/\\{{id\\}}|GET /v1/schedules/preview)$"
+include-name-regex = "^(POST /v1/(tasks|tasks/batch|keys|schedules|jobs)|PATCH /v1/schedules/\\{{id\\}}|GET /v1/schedules/preview)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 "#
     )

@@ -1,28 +1,17 @@
-//! The dead-letter use cases: list dead tasks, redrive one or many as fresh attempts, and
-//! remove their messages from the SQS dead-letter queue.
+//! The dead-letter use cases: list dead tasks, redrive one as a fresh attempt, and remove
+//! their messages from the SQS dead-letter queue (a bulk redrive is a job: [`crate::jobs`]).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry};
-use serde::Serialize;
 
 use super::{Chronos, TaskPage};
 use crate::access::Caller;
+use crate::dlq::Dlq;
 use crate::error::{Error, Result};
 use crate::model::TaskId;
-use crate::queue::RetryNowOutcome;
 use crate::store::{TaskFilter, TaskRecord};
-
-/// Redrive-all stops after this many tasks per call; call again for the rest.
-pub const MAX_REDRIVE: usize = 10_000;
-
-/// What a bulk redrive did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RedriveReport {
-    pub ids: Vec<TaskId>,
-    /// Their messages removed from the SQS dead-letter queue.
-    pub sqs_messages_removed: usize,
-}
 
 impl Chronos {
     /// A page of dead tasks, newest first, with live state (`filter.limit` is the page size);
@@ -47,108 +36,112 @@ impl Chronos {
         Ok(task)
     }
 
-    /// Redrive these tasks (those not dead, or not visible to `caller`, are skipped) with one
-    /// sweep of the SQS queue for all their letters.
-    pub async fn redrive_many(&self, caller: &Caller, ids: &[TaskId]) -> Result<RedriveReport> {
-        let mut done = Vec::with_capacity(ids.len());
-        for &id in ids {
-            // Only a dead task: retry-now would also queue a scheduled or retrying one.
-            let Ok(live) = self.task(caller, id).await else { continue };
-            if live.status != "dead" {
-                continue;
-            }
-            if let Ok(RetryNowOutcome::Queued { .. }) = self.engine.retry_now(&live.queue, live.id, &caller.key_id).await {
-                done.push(id);
-            }
-        }
-        let set: HashSet<String> = done.iter().map(|i| i.to_string()).collect();
-        let sqs_messages_removed = if set.is_empty() { 0 } else { self.remove_letters(&set).await };
-        Ok(RedriveReport { ids: done, sqs_messages_removed })
-    }
-
-    /// Put every dead task (or those of one queue / name) back as fresh attempts, at most
-    /// [`MAX_REDRIVE`] per call.
-    pub async fn redrive_all(&self, caller: &Caller, queue: Option<String>, name: Option<String>) -> Result<RedriveReport> {
-        let mut ids = Vec::new();
-        let mut before_id = None;
-        while ids.len() < MAX_REDRIVE {
-            let filter = TaskFilter {
-                status: Some("dead".into()),
-                queue: queue.clone(),
-                name: name.clone(),
-                before_id,
-                limit: 500,
-                ..Default::default()
-            };
-            let rows = self.tasks(caller, filter).await?;
-            let Some(last) = rows.last() else { break };
-            before_id = Some(last.id);
-            let n = rows.len();
-            for r in rows {
-                if let Ok(RetryNowOutcome::Queued { .. }) = self.engine.retry_now(&r.queue, r.id, &caller.key_id).await {
-                    ids.push(r.id);
-                }
-            }
-            if n < 500 {
-                break;
-            }
-        }
-        let set: HashSet<String> = ids.iter().map(|i| i.to_string()).collect();
-        let sqs_messages_removed = if set.is_empty() { 0 } else { self.remove_letters(&set).await };
-        Ok(RedriveReport { ids, sqs_messages_removed })
-    }
-
-    /// Remove the SQS messages of these tasks. SQS can only delete a message it has handed out,
-    /// so this receives the queue's messages, deletes the matching ones and makes the rest
-    /// visible again at once. Returns how many were removed.
+    /// Remove the SQS messages of these tasks (one sweep of at most 10 s); returns how many.
     async fn remove_letters(&self, ids: &HashSet<String>) -> usize {
         let Some(dlq) = &self.dlq else { return 0 };
-        let (client, url) = (dlq.client(), dlq.queue_url());
-        let mut removed = 0;
-        let mut seen = HashSet::new();
-        for _ in 0..100 {
-            let Ok(out) =
-                client.receive_message().queue_url(url).max_number_of_messages(10).visibility_timeout(30).wait_time_seconds(0).send().await
-            else {
-                break;
-            };
-            let msgs = out.messages();
-            if msgs.is_empty() {
-                break;
-            }
-            let mut fresh = false;
-            // One batch call each for deleting and releasing, not a round trip per message: a
-            // redrive of a few hundred letters otherwise spends most of an HTTP timeout on SQS.
-            let (mut delete, mut release) = (Vec::new(), Vec::new());
-            for (i, m) in msgs.iter().enumerate() {
-                let (Some(body), Some(handle)) = (m.body(), m.receipt_handle()) else { continue };
-                fresh |= seen.insert(m.message_id().unwrap_or_default().to_owned());
-                let id = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
-                if id.is_some_and(|id| ids.contains(&id)) {
-                    delete.extend(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build().ok());
-                } else {
-                    release.extend(
-                        ChangeMessageVisibilityBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(handle)
-                            .visibility_timeout(0)
-                            .build()
-                            .ok(),
-                    );
-                }
-            }
-            if !delete.is_empty()
-                && let Ok(out) = client.delete_message_batch().queue_url(url).set_entries(Some(delete)).send().await
-            {
-                removed += out.successful().len();
-            }
-            if !release.is_empty() {
-                let _ = client.change_message_visibility_batch().queue_url(url).set_entries(Some(release)).send().await;
-            }
-            if !fresh {
-                break; // only messages we already looked at come back
+        match sweep_letters(dlq, ids, Duration::from_secs(10)).await {
+            Ok(s) => s.removed.len(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove dead-letter messages");
+                0
             }
         }
-        removed
     }
+}
+
+/// What one sweep of the SQS dead-letter queue did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Task ids whose message was deleted.
+    pub removed: Vec<String>,
+    /// Every message of the queue was looked at (none visible was left).
+    pub exhausted: bool,
+}
+
+/// Delete the SQS messages of the tasks `ids`. SQS deletes only a message it has handed out, so
+/// this receives the queue's messages: those of `ids` are deleted, every other one stays hidden
+/// until the sweep ends (so that each receive brings messages not seen yet, instead of the same
+/// ten again) and is then made visible again at once. Stops when every id was found, when no
+/// visible message is left, or after `budget`.
+pub async fn sweep_letters(dlq: &Dlq, ids: &HashSet<String>, budget: Duration) -> Result<Sweep> {
+    let (client, url) = (dlq.client(), dlq.queue_url());
+    let started = std::time::Instant::now();
+    // Hidden for the whole sweep and some margin; released early below in any case.
+    let hide = (budget.as_secs() + 30).min(43_200) as i32;
+    let mut sweep = Sweep::default();
+    let mut held: Vec<String> = Vec::new();
+    let mut result = Ok(());
+    while sweep.removed.len() < ids.len() && started.elapsed() < budget {
+        let mut received = receive(client, url, hide, 0).await;
+        if matches!(&received, Ok(m) if m.is_empty()) {
+            // Short polling samples a subset of SQS's servers: ask all of them before
+            // concluding that nothing visible is left.
+            received = receive(client, url, hide, 1).await;
+        }
+        let msgs = match received {
+            Ok(m) => m,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        if msgs.is_empty() {
+            sweep.exhausted = true;
+            break;
+        }
+        let mut delete = Vec::new();
+        let mut task_of = Vec::new();
+        for m in &msgs {
+            let (Some(body), Some(handle)) = (m.body(), m.receipt_handle()) else { continue };
+            let id = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
+            match id {
+                Some(id) if ids.contains(&id) => {
+                    delete
+                        .extend(DeleteMessageBatchRequestEntry::builder().id(delete.len().to_string()).receipt_handle(handle).build().ok());
+                    task_of.push(id);
+                }
+                _ => held.push(handle.to_owned()),
+            }
+        }
+        if !delete.is_empty() {
+            match client.delete_message_batch().queue_url(url).set_entries(Some(delete)).send().await {
+                Ok(out) => {
+                    for s in out.successful() {
+                        if let Some(id) = s.id().parse::<usize>().ok().and_then(|i| task_of.get(i)) {
+                            sweep.removed.push(id.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(Error::Sqs(format!("{e:?}").chars().take(500).collect()));
+                    break;
+                }
+            }
+        }
+    }
+    // Whatever happened, the messages kept hidden become visible again now.
+    for chunk in held.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).visibility_timeout(0).build().ok()
+            })
+            .collect();
+        let _ = client.change_message_visibility_batch().queue_url(url).set_entries(Some(entries)).send().await;
+    }
+    result.map(|_| sweep)
+}
+
+async fn receive(client: &aws_sdk_sqs::Client, url: &str, hide: i32, wait: i32) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    let out = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(hide)
+        .wait_time_seconds(wait)
+        .send()
+        .await
+        .map_err(|e| Error::Sqs(format!("{e:?}").chars().take(500).collect()))?;
+    Ok(out.messages.unwrap_or_default())
 }

@@ -14,7 +14,8 @@
 //! - [`tasks`] — submit, read (with Redis's live state on top), list, attempts, manual
 //!   actions, cancel, retry now.
 //! - [`queues`] — queue summaries, pause and resume.
-//! - [`dlq`] — dead tasks, redrive one or all (removing their SQS messages).
+//! - [`dlq`] — dead tasks, redrive one (removing its SQS message); bulk operations are jobs
+//!   ([`crate::jobs`]).
 //! - [`admin`] — API keys, the manual-action log, health, raw live counts.
 //! - `schedules` — operators' actions on a [`crate::schedule::Scheduler`] (pause, resume,
 //!   delete, trigger), each audited.
@@ -26,7 +27,7 @@ mod schedules;
 mod tasks;
 
 pub use admin::Health;
-pub use dlq::{MAX_REDRIVE, RedriveReport};
+pub use dlq::{Sweep, sweep_letters};
 pub use queues::QueueSummary;
 pub use tasks::{SubmittedTask, TaskPage};
 

@@ -1,127 +1,25 @@
-//! `GET /dlq`: dead tasks grouped by their error; `POST /dlq/redrive` redrives one group (or
-//! every dead task) in the background, its progress pushed live (and shown on reload).
-
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! `GET /dlq`: dead tasks grouped by their error; `POST /dlq/redrive` starts a redrive job for
+//! one group (or every dead task), its progress pushed live (see [`super::jobs`]).
 
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Utc};
-use chronos_core::access::{Caller, Permission};
+use chronos_core::access::Permission;
 use chronos_core::history;
-use maud::{Markup, html};
-use serde::{Deserialize, Serialize};
+use chronos_core::jobs::{JobKind, Selection};
+use maud::html;
+use serde::Deserialize;
 
 use crate::DashState;
 use crate::error::PageError;
 use crate::session::{Flash, Session};
 use crate::ui::{self, Nav, num};
 
-/// A bulk redrive takes at most this many tasks; run it again for the rest.
-pub const MAX_JOB: i64 = 10_000;
-/// Finished jobs are shown this long.
-const KEEP_JOBS: chrono::Duration = chrono::Duration::minutes(15);
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    pub id: u64,
-    pub label: String,
-    pub total: usize,
-    pub done: usize,
-    pub failed: usize,
-    pub finished: bool,
-    pub started: DateTime<Utc>,
-}
-
-/// Bulk redrives of this process.
-#[derive(Default)]
-pub struct Jobs {
-    next: AtomicU64,
-    list: Mutex<Vec<Job>>,
-}
-
-impl Jobs {
-    pub fn recent(&self) -> Vec<Job> {
-        let mut l = self.list.lock().unwrap();
-        l.retain(|j| !j.finished || Utc::now() - j.started < KEEP_JOBS);
-        l.iter().rev().cloned().collect()
-    }
-
-    fn update(&self, id: u64, f: impl FnOnce(&mut Job)) -> Option<Job> {
-        let mut l = self.list.lock().unwrap();
-        let j = l.iter_mut().find(|j| j.id == id)?;
-        f(j);
-        Some(j.clone())
-    }
-}
-
-fn publish(state: &DashState, j: &Job) {
-    state.live.publish("job", serde_json::to_string(j).unwrap_or_default(), None, Some(Permission::DlqRead));
-}
-
-/// Start redriving the dead tasks whose error group is `error` (all when `None`), in `queue`
-/// when given. Returns the job id.
-async fn start(state: &DashState, caller: &Caller, error: Option<String>, queue: Option<String>) -> Result<Job, PageError> {
-    let ids = history::dead_ids(&state.chronos.store, error.as_deref(), queue.as_deref(), MAX_JOB).await?;
-    let label = match (&error, &queue) {
-        (Some(e), _) if e.is_empty() => "dead tasks without an error".to_owned(),
-        (Some(e), _) => format!("“{}”", e.chars().take(80).collect::<String>()),
-        (None, Some(q)) => format!("every dead task in {q}"),
-        (None, None) => "every dead task".to_owned(),
-    };
-    let job = Job {
-        id: state.jobs.next.fetch_add(1, Ordering::SeqCst) + 1,
-        label,
-        total: ids.len(),
-        done: 0,
-        failed: 0,
-        finished: ids.is_empty(),
-        started: Utc::now(),
-    };
-    state.jobs.list.lock().unwrap().push(job.clone());
-    let (state2, caller, id) = (state.clone(), caller.clone(), job.id);
-    tokio::spawn(async move {
-        // One SQS sweep per chunk (not per task), and progress after each chunk.
-        for chunk in ids.chunks(100) {
-            let (done, failed) = match state2.chronos.redrive_many(&caller, chunk).await {
-                Ok(r) => (r.ids.len(), chunk.len() - r.ids.len()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "bulk redrive: a chunk failed");
-                    (0, chunk.len())
-                }
-            };
-            if let Some(j) = state2.jobs.update(id, |j| {
-                j.done += done;
-                j.failed += failed;
-            }) {
-                publish(&state2, &j);
-            }
-        }
-        if let Some(j) = state2.jobs.update(id, |j| j.finished = true) {
-            publish(&state2, &j);
-        }
-    });
-    Ok(job)
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct DlqParams {
     #[serde(default)]
     queue: String,
-}
-
-fn job_row(j: &Job) -> Markup {
-    html! {
-        div.job data-job=(j.id) data-finished=(j.finished) {
-            span.label { "Redriving " (j.label) }
-            progress max=(j.total.max(1)) value=(if j.total == 0 { 1 } else { j.done + j.failed }) {}
-            span.count { span data-done="" { (num(j.done as i64)) } " / " (num(j.total as i64))
-                @if j.failed > 0 { span.muted { " · " (j.failed) " skipped" } } }
-            span.state { @if j.finished { "done" } @else { "running…" } }
-        }
-    }
 }
 
 pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Query(p): Query<DlqParams>) -> Result<Response, PageError> {
@@ -131,7 +29,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Quer
     let groups = history::dead_groups(&state.chronos.store, queue.as_deref(), 100).await?;
     let total: i64 = groups.iter().map(|g| g.count).sum();
     let manage = s.may(Permission::DlqManage);
-    let jobs = state.jobs.recent();
+    let jobs = super::jobs::recent_redrives(&state.chronos, &s.caller).await?;
     let body = html! {
         div.pagehead {
             h1 { "Dead letters" }
@@ -145,7 +43,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Quer
             }
         }
         @if let Some(q) = &queue { p.filterline { "Queue " strong { (q) } " · " a href="/dlq" { "show every queue" } } }
-        div #jobs.jobs data-region="jobs" { @for j in &jobs { (job_row(j)) } }
+        div #jobs.jobs data-region="jobs" { @for j in &jobs { (super::jobs::job_row(j, &s)) } }
         section.card.flush {
             table.grid.dlq #groups data-region="groups" data-refresh-on="job" data-refresh-ms="1500" {
                 thead { tr { th { "Error" } th.num { "Tasks" } th { "Queues" } th { "Task names" } th { "Latest" } th { "Examples" } @if manage { th.actions {} } } }
@@ -192,12 +90,14 @@ pub async fn redrive(State(state): State<DashState>, s: Session, Form(f): Form<R
     s.check_csrf(&f.csrf)?;
     s.require(Permission::DlqManage)?;
     let queue = f.queue.filter(|q| !q.trim().is_empty());
-    let job = start(&state, &s.caller, f.error, queue.clone()).await?;
+    let selection = Selection { queue: queue.clone(), error: f.error, ..Default::default() };
+    let job = state.chronos.start_job(&s.caller, JobKind::Redrive, selection).await?;
     let to = match &queue {
         Some(q) => format!("/dlq?queue={}", ui::url_encode(q)),
         None => "/dlq".into(),
     };
     let mut r = Redirect::to(&to).into_response();
-    r.headers_mut().append(header::SET_COOKIE, Flash::set(true, &format!("Redriving {} dead tasks ({}).", job.total, job.label)));
+    let text = format!("{}: {} dead tasks, in the background.", super::jobs::label(&job), num(job.total));
+    r.headers_mut().append(header::SET_COOKIE, Flash::set(true, &text));
     Ok(r)
 }

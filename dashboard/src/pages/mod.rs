@@ -1,6 +1,7 @@
 //! One module per page; each handler reads through `chronos_core` and renders with [`crate::ui`].
 
 pub mod dlq;
+pub mod jobs;
 pub mod login;
 pub mod overview;
 pub mod schedules;

@@ -28,6 +28,9 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         ("POST", "/queues/{queue}/pause" | "/queues/{queue}/resume") => QueuesManage,
         ("GET", "/dlq") => DlqRead,
         ("POST", "/dlq/redrive" | "/dlq/{id}/redrive") => DlqManage,
+        // Producers follow their own jobs; a redrive job also needs DlqManage (checked by the handler).
+        ("GET", "/jobs" | "/jobs/{id}") => TasksRead,
+        ("POST", "/jobs" | "/jobs/{id}/cancel") => TasksManage,
         ("POST" | "GET", "/keys") | ("DELETE", "/keys/{id}") => Keys,
         _ => return None,
     })

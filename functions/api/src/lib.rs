@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`app`] / [`AppState`] — the router and what it shares; built once per process.
 //! - [`auth`] — the one place that authenticates a bearer key and checks the route's permission.
-//! - [`routes`] — handlers: `tasks`, `schedules`, `queues`, `dlq`, `keys`, `system` (health,
+//! - [`routes`] — handlers: `tasks`, `schedules`, `queues`, `dlq`, `jobs` (bulk operations), `keys`, `system` (health,
 //!   metrics, spec).
 //! - [`views`] — request and response bodies with their OpenAPI schemas.
 //! - [`json`] — strict JSON/query parsing that names the field at fault.
@@ -115,6 +115,9 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/dlq", get(dlq::list))
         .route("/dlq/redrive", post(dlq::redrive_all))
         .route("/dlq/{id}/redrive", post(dlq::redrive_one))
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get_one))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", delete(keys::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authorize));

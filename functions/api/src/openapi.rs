@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{dlq, keys, queues, schedules, system, tasks};
+use crate::routes::{dlq, jobs, keys, queues, schedules, system, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,12 +15,13 @@ use crate::routes::{dlq, keys, queues, schedules, system, tasks};
         schedules::pause, schedules::resume, schedules::trigger,
         queues::list, queues::pause, queues::resume,
         dlq::list, dlq::redrive_one, dlq::redrive_all,
+        jobs::create, jobs::list, jobs::get_one, jobs::cancel,
         keys::create, keys::list, keys::revoke,
         system::healthz, system::metrics,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Security),
-    tags((name = "tasks"), (name = "schedules", description = "Recurring schedules: cron expression, time zone, task template"), (name = "queues"), (name = "dlq", description = "Dead-letter queue"), (name = "keys", description = "API keys (admin)"), (name = "system"))
+    tags((name = "tasks"), (name = "schedules", description = "Recurring schedules: cron expression, time zone, task template"), (name = "queues"), (name = "dlq", description = "Dead-letter queue"), (name = "jobs", description = "Bulk operations in the background: redrive, cancel or retry by filter"), (name = "keys", description = "API keys (admin)"), (name = "system"))
 )]
 struct ApiDoc;
 

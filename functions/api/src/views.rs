@@ -350,15 +350,10 @@ pub struct RedriveFilter {
     #[serde(default)]
     #[schema(pattern = "^[^\\x00]*$")]
     pub name: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RedriveResult {
-    /// How many dead tasks were put back as fresh attempts.
-    pub redriven: usize,
-    pub ids: Vec<Uuid>,
-    /// Their messages removed from the SQS dead-letter queue.
-    pub sqs_messages_removed: usize,
+    /// Only dead tasks whose last error's first line is this (the dashboard's groups).
+    #[serde(default)]
+    #[schema(pattern = "^[^\\x00]*$")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

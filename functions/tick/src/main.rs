@@ -18,9 +18,9 @@ async fn main() -> Result<(), Error> {
     let scheduler = Scheduler::new(chronos, core.schedule_horizon);
     let keep = chronos_core::retention::Retention::from_env()?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let scheduler = scheduler.clone();
+        let (scheduler, dlq_queue) = (scheduler.clone(), core.dlq_queue.clone());
         async move {
-            let out: TickOutput = tick(&scheduler, &event.context.request_id, keep).await?;
+            let out: TickOutput = tick(&scheduler, &event.context.request_id, keep, Some(&dlq_queue)).await?;
             tracing::info!(?out, "tick");
             Ok::<_, Error>(out)
         }

@@ -159,6 +159,13 @@ impl Worker {
         self
     }
 
+    /// Also work bulk-operation jobs (redrive, cancel or retry by filter) from this process;
+    /// `dlq_queue` names the SQS queue a redrive removes messages from.
+    pub fn with_jobs(mut self, store: Store, dlq_queue: Option<String>) -> Self {
+        self.services = self.services.job_runner(store, dlq_queue, self.cfg.worker_id.clone());
+        self
+    }
+
     /// Before the first claim, make sure Redis holds its state (rebuilt from `store`, or by
     /// another process) without running the audit writer here.
     pub fn settling_with(mut self, store: Store) -> Self {

@@ -1,18 +1,21 @@
-//! `/v1/dlq`: dead tasks with their last error; redrive one or many back as fresh attempts,
-//! removing their messages from the SQS dead-letter queue.
+//! `/v1/dlq`: dead tasks with their last error; redrive one back as a fresh attempt, or many
+//! as a job ([`super::jobs`]), removing their messages from the SQS dead-letter queue.
 
 use axum::Extension;
 use axum::extract::State;
+use axum::response::Response;
 use chronos_core::access::Caller;
+use chronos_core::jobs::{JobKind, Selection};
 use chronos_core::store::TaskFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::jobs::{JobView, accepted};
 use super::parse_id;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, IdErrors, InputErrors, StateErrors};
 use crate::json::{StrictJson, StrictPath, StrictQuery, de_opt_num};
-use crate::views::{RedriveFilter, RedriveResult, TaskPage, TaskView};
+use crate::views::{RedriveFilter, TaskPage, TaskView};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -68,17 +71,18 @@ pub async fn redrive_one(
     Ok(axum::Json(state.chronos.redrive(&caller, parse_id(&id)?).await?.into()))
 }
 
-/// Put every dead task (or those of one queue / name) back as fresh attempts.
+/// Redrive every dead task (or those of one queue / name / error) as a job: `202` at once,
+/// progress and result at `GET /v1/jobs/{id}`.
 #[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = RedriveFilter,
     responses(
-        (status = 200, body = RedriveResult),
+        (status = 202, description = "Accepted; `Location` is the job", body = JobView),
         AuthErrors, BodyErrors,
     ))]
 pub async fn redrive_all(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     StrictJson(f): StrictJson<RedriveFilter>,
-) -> ApiResult<axum::Json<RedriveResult>> {
-    let r = state.chronos.redrive_all(&caller, f.queue, f.name).await?;
-    Ok(axum::Json(RedriveResult { redriven: r.ids.len(), ids: r.ids, sqs_messages_removed: r.sqs_messages_removed }))
+) -> ApiResult<Response> {
+    let selection = Selection { queue: f.queue, name: f.name, error: f.error, ..Default::default() };
+    Ok(accepted(state.chronos.start_job(&caller, JobKind::Redrive, selection).await?))
 }

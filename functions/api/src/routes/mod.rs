@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource.
 
 pub mod dlq;
+pub mod jobs;
 pub mod keys;
 pub mod queues;
 pub mod schedules;
@@ -19,6 +20,6 @@ pub(crate) fn parse_schedule_id(s: &str) -> Result<uuid::Uuid, ApiError> {
     parse_uuid(s, "schedule")
 }
 
-fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+pub(crate) fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(s).map_err(|_| ApiError::malformed(format!("{s:?} is not a {what} id (a UUID such as 0193a1b2-...)")))
 }

@@ -165,6 +165,7 @@ pub fn build_filter(p: ListParams) -> ApiResult<TaskFilter> {
         q,
         created_by: None,
         before_id,
+        error_group: None,
         limit,
     })
 }
