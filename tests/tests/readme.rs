@@ -58,7 +58,7 @@ fn files_in(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// `scripts/dev` in its own process group, so stopping it stops what it started (as Ctrl-C does).
+/// `scripts/dev`; SIGTERM to it stops what it started (its trap's cleanup), as Ctrl-C does.
 struct DevStack {
     child: tokio::process::Child,
     log: PathBuf,
@@ -71,7 +71,7 @@ impl DevStack {
 
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &format!("-{pid}")]).status();
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
         if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
             let _ = self.child.start_kill();
@@ -116,7 +116,6 @@ async fn every_readme_example_works_as_written_against_scripts_dev() {
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
-        .process_group(0)
         .kill_on_drop(true);
     let dev = DevStack { child: cmd.spawn().expect("start scripts/dev"), log };
     let http = reqwest::Client::new();
