@@ -66,6 +66,7 @@ const WORKER_ENV: &str = "  CHRONOS_QUEUES                   queues to serve (de
   CHRONOS_SMTP_URL, CHRONOS_EMAIL_FROM   the email handler (on when CHRONOS_SMTP_URL is set)
   CHRONOS_DIAGNOSTIC_HANDLERS      0: no noop, sleep, fail handlers
   CHRONOS_METRICS_ADDR             serve Prometheus metrics at http://<addr>/metrics (e.g. 0.0.0.0:9090)
+  CHRONOS_METRICS                  emf: every metric as CloudWatch EMF lines on stdout (each CHRONOS_METRICS_INTERVAL_S, 60)
   CHRONOS_METRICS_SERVICE          emit per-minute EMF metric lines on stdout for this service name";
 
 const API_ENV: &str = "  CHRONOS_API_ADDR                 listen address (default 127.0.0.1:8080)
@@ -634,6 +635,7 @@ async fn run_worker(core: &CoreConfig, default_queues: &str, stop: &Stop) -> Res
     let registry = builtin_registry(&cfg).map_err(anyhow::Error::msg)?;
     let engine = connect_engine(core, stop).await?;
     metrics_addr::start(&engine, stop.wait()).await?;
+    let emf = metrics_addr::start_emf(&engine, stop.wait())?;
     let store = connect_store(core, stop).await?;
     let worker = if cfg.background_services {
         // SQS is reached in the background: tasks run whatever SQS does, and dead letters wait
@@ -647,7 +649,8 @@ async fn run_worker(core: &CoreConfig, default_queues: &str, stop: &Stop) -> Res
         // this worker only reaps the leases of its queues (and settles Redis's state first).
         Worker::new(engine, registry, cfg).settling_with(store)
     };
-    if let Some(service) = chronos_core::config::var("CHRONOS_METRICS_SERVICE") {
+    // With CHRONOS_METRICS=emf every metric goes out as EMF, these two among them.
+    if !emf && let Some(service) = chronos_core::config::var("CHRONOS_METRICS_SERVICE") {
         tokio::spawn(emit_worker_metrics(worker.stats(), service));
     }
     worker.run(stop.wait()).await?;

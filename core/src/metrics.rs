@@ -13,6 +13,11 @@
 //! The hot path never builds a label set: [`task`] returns the handles of one `(queue, name)`
 //! pair, made once and kept for the life of the process (a read lock and two map look-ups by
 //! `&str`, no allocation).
+//!
+//! [`emf`] turns the same exposition into CloudWatch embedded-metric-format lines
+//! (`CHRONOS_METRICS=emf`).
+
+pub mod emf;
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};

@@ -278,3 +278,89 @@ async fn chronos_dev_exports_the_metrics_of_every_role_on_the_apis_metrics() {
     let _ = child.wait().await;
     env.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// CloudWatch embedded metric format.
+
+/// Validate `lines` against `tests/schemas/emf.schema.json` with Python's `jsonschema` (it comes
+/// with schemathesis in the venv scripts/lib.sh builds), and check what a schema cannot say:
+/// every dimension and metric a directive names is a member of the line's root.
+fn assert_valid_emf(lines: &[Value]) {
+    for l in lines {
+        for d in l["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
+            for set in d["Dimensions"].as_array().unwrap() {
+                for dim in set.as_array().unwrap() {
+                    assert!(l[dim.as_str().unwrap()].is_string(), "dimension {dim} has no string member: {l}");
+                }
+            }
+            for m in d["Metrics"].as_array().unwrap() {
+                assert!(l[m["Name"].as_str().unwrap()].is_number(), "metric {} has no number member: {l}", m["Name"]);
+            }
+        }
+    }
+    let python = std::env::var("CHRONOS_TEST_PYTHON").expect("CHRONOS_TEST_PYTHON: a Python with jsonschema (scripts/lib.sh's venv)");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/emf.schema.json");
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut child = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, jsonschema\n\
+             v = jsonschema.Draft7Validator(json.load(open(sys.argv[1])))\n\
+             bad = [(n, e.message) for n, line in enumerate(sys.stdin) for e in v.iter_errors(json.loads(line))]\n\
+             print(bad)\n\
+             sys.exit(1 if bad else 0)",
+            schema,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "EMF lines outside the specification: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_chronos_metrics_emf_writes_its_metrics_as_embedded_metric_format_lines_that_validate() {
+    let env = TestEnv::new().await;
+    let mut cmd = tokio::process::Command::new(chronos_bin());
+    cmd.arg("worker").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.envs(env.child_env())
+        .env("CHRONOS_METRICS", "emf")
+        .env("CHRONOS_METRICS_SERVICE", "svc-emf")
+        .env("CHRONOS_METRICS_INTERVAL_S", "1");
+    let mut child = cmd.spawn().expect("spawn chronos worker");
+    let stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            keep.lock().unwrap().push(serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")));
+        }
+    });
+    for _ in 0..2 {
+        env.client.enqueue(NewTask::new("noop", json!({}))).await.unwrap();
+    }
+    env.client.enqueue(NewTask::new("fail", json!({ "times": 1, "permanent": true }))).await.unwrap();
+    let total = |name: &str, metric: &str| -> f64 {
+        seen.lock().unwrap().iter().filter(|l| l["Name"] == name).filter_map(|l| l[metric].as_f64()).sum()
+    };
+    wait_until(Duration::from_secs(20), "EMF lines counting the tasks", || async {
+        total("noop", "chronos_tasks_completed_total") == 2.0 && total("fail", "chronos_tasks_dead_total") == 1.0
+    })
+    .await;
+    let lines = seen.lock().unwrap().clone();
+    let noop = lines.iter().find(|l| l["Name"] == "noop" && l["chronos_tasks_completed_total"].as_f64() > Some(0.0)).unwrap();
+    assert_eq!(noop["Service"], "svc-emf");
+    assert_eq!(noop["Queue"], "default");
+    let directive = &noop["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Chronos");
+    assert_eq!(directive["Dimensions"], json!([["Service"], ["Service", "Queue", "Name"]]), "also under Service alone, as the alarms read");
+    assert!(noop["chronos_task_wait_seconds"].is_number(), "{noop}");
+    assert!(lines.iter().any(|l| l["chronos_queue_depth"].is_number() && l["Queue"] == "default"));
+    assert_valid_emf(&lines);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    env.cleanup().await;
+}
