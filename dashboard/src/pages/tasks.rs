@@ -279,7 +279,8 @@ fn attempt_item(a: &AttemptRecord, longest: i64) -> Markup {
                     }
                     @if let Some(l) = logs {
                         details.trace.logs open {
-                            summary { "Logs (" (l.lines().count()) " lines)" }
+                            @let n = l.lines().count();
+                            summary { "Logs (" (n) @if n == 1 { " line)" } @else { " lines)" } }
                             pre.code { (l) }
                         }
                     }
