@@ -142,23 +142,35 @@ async fn a_redrive_of_an_error_group_answers_202_and_removes_every_sqs_message_o
 async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_each_task_once() {
     let env = TestEnv::new().await;
     let dlq = env.dlq().await;
-    let ids = dead_tasks(&env, &dlq, "hooks", 520, "http 500").await;
+    let ids = dead_tasks(&env, &dlq, "hooks", 1_020, "http 500").await;
     let mut services = tokio::process::Command::new(chronos_bin());
     services.arg("services").kill_on_drop(true).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     services.envs(env.child_env());
     let job = env.client.start_job(&admin(), JobKind::Redrive, Selection::default()).await.unwrap();
-    assert_eq!(job.total, 520);
+    assert_eq!(job.total, 1_020);
     let mut proc = services.spawn().unwrap();
-    // Kill it as soon as its first step (500 tasks) is committed: the second step, or the
-    // sweep of the SQS queue, is in flight.
-    wait_until(Duration::from_secs(30), "the runner committed a step", || async {
-        env.client.job(&admin(), job.id).await.unwrap().processed > 0
-    })
-    .await;
+    // Kill it while a step is in flight: Redis holds more redriven (queued) tasks than the job
+    // has committed, with the committed count the same before and after the look.
+    let ready = env.engine.keys("hooks").ready;
+    let mut conn = env.engine.connection();
+    let started = std::time::Instant::now();
+    loop {
+        let before = env.client.job(&admin(), job.id).await.unwrap().processed;
+        let queued: i64 = redis::cmd("ZCARD").arg(&ready).query_async(&mut conn).await.unwrap();
+        let after = env.client.job(&admin(), job.id).await.unwrap().processed;
+        if before == after && queued > before && queued < 1_020 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never saw a step in flight");
+    }
     proc.start_kill().unwrap();
     proc.wait().await.unwrap();
     let at_kill = env.client.job(&admin(), job.id).await.unwrap();
+    let queued: i64 = redis::cmd("ZCARD").arg(&ready).query_async(&mut conn).await.unwrap();
     assert!(!at_kill.is_finished(), "killed mid-job: {at_kill:?}");
+    // Almost always mid-step; a step that committed in the microseconds before the signal
+    // landed makes this a kill between steps, which must hold as well.
+    eprintln!("killed with {queued} tasks redriven and {} committed", at_kill.processed);
 
     // The lease (30 s) runs out; rather than wait for it, end it as time would.
     sqlx::query("UPDATE jobs SET lease_until = now() - interval '1 second' WHERE id = $1")
@@ -179,14 +191,14 @@ async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_eac
     }
     let done = env.client.job(&admin(), job.id).await.unwrap();
     assert_eq!(done.state, "completed", "{done:?}");
-    assert_eq!((done.processed, done.succeeded, done.skipped), (520, 520, 0), "each task counted once: {done:?}");
-    assert_eq!((done.sqs_messages_removed, done.sqs_letters_not_found), (520, 0), "{done:?}");
+    assert_eq!((done.processed, done.succeeded, done.skipped), (1_020, 1_020, 0), "each task counted once: {done:?}");
+    assert_eq!((done.sqs_messages_removed, done.sqs_letters_not_found), (1_020, 0), "{done:?}");
     assert_eq!(letters(&dlq).await, (0, 0), "no letter of a redriven task is left");
     // Each task was redriven exactly once (the audit writer records every retry-now).
     let audit = Services::new(env.engine.clone()).audit_writer(env.store.clone(), "check-audit").start();
     wait_until(Duration::from_secs(30), "the redrives reach the audit log", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_log WHERE action = 'retry_now'").fetch_one(env.store.pool()).await.unwrap()
-            >= 520
+            >= 1_020
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -194,9 +206,9 @@ async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_eac
         .fetch_one(env.store.pool())
         .await
         .unwrap();
-    assert_eq!((rows, tasks), (520, 520), "one redrive per task, none twice");
+    assert_eq!((rows, tasks), (1_020, 1_020), "one redrive per task, none twice");
     audit.stop().await;
-    assert_eq!(live_statuses(&env, "hooks", &ids).await, [("queued".to_owned(), 520)].into());
+    assert_eq!(live_statuses(&env, "hooks", &ids).await, [("queued".to_owned(), 1_020)].into());
     env.cleanup().await;
 }
 
