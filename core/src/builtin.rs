@@ -3,7 +3,8 @@
 //! of a built-in kind decodes its payload with them first ([`check_payload`]), so a payload the
 //! handler would refuse is a `422` naming the field at submit instead of a dead task at run
 //! time. Other kinds are not checked: custom handlers, and kinds a rolling deploy has not
-//! reached yet.
+//! reached yet. With the `openapi` feature the types carry their JSON Schema, published in the
+//! API's OpenAPI document.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use crate::error::{Error, Result};
 
 /// `sleep`: sleeps `ms` milliseconds (returns early when cancelled).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SleepPayload {
     pub ms: u64,
@@ -20,6 +22,7 @@ pub struct SleepPayload {
 
 /// `fail`: fails its first `times` attempts (permanently if `permanent`), then succeeds.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailPayload {
     pub times: u32,
@@ -31,18 +34,22 @@ pub struct FailPayload {
 
 /// `http`: one request per attempt.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpPayload {
     pub url: String,
     pub method: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Any JSON, sent as the request body.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub body: Option<serde_json::Value>,
     pub timeout_ms: Option<u64>,
 }
 
 /// `email`: one SMTP submission per attempt.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EmailPayload {
     pub to: Recipients,
@@ -55,6 +62,7 @@ pub struct EmailPayload {
 
 /// One address or a list of them.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Recipients {
     One(String),

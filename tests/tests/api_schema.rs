@@ -201,3 +201,27 @@ async fn an_openapi_driven_fuzz_run_finds_no_server_error_and_no_response_outsid
         st.display()
     );
 }
+
+#[test]
+fn the_spec_publishes_each_built_in_kinds_payload_as_the_submit_check_reads_it() {
+    let spec = serde_json::to_value(chronos_api::openapi::spec()).unwrap();
+    let schemas = &spec["components"]["schemas"];
+    for (name, required, example) in [
+        ("SleepPayload", vec!["ms"], json!({ "ms": 5 })),
+        ("FailPayload", vec!["times"], json!({ "times": 1, "permanent": true })),
+        ("HttpPayload", vec!["url"], json!({ "url": "https://example.com", "body": { "any": [1] } })),
+        ("EmailPayload", vec!["subject", "to"], json!({ "to": ["a@example.com"], "subject": "Hi" })),
+    ] {
+        let s = &schemas[name];
+        let mut req: Vec<&str> = s["required"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        req.sort();
+        assert_eq!(req, required, "{name}: {s}");
+        assert_eq!(s["additionalProperties"], json!(false), "{name} refuses unknown fields, as the check does: {s}");
+        let kind = name.trim_end_matches("Payload").to_lowercase();
+        chronos_core::builtin::check_payload(&kind, &example).unwrap();
+        let mut extra = example.clone();
+        extra["unexpected"] = json!(1);
+        assert!(chronos_core::builtin::check_payload(&kind, &extra).is_err(), "{kind}");
+    }
+    assert!(schemas["Recipients"]["oneOf"].as_array().is_some_and(|a| a.len() == 2), "one address or a list: {}", schemas["Recipients"]);
+}

@@ -19,7 +19,13 @@ use crate::routes::{dlq, jobs, keys, queues, schedules, system, tasks};
         keys::create, keys::list, keys::revoke,
         system::healthz, system::metrics,
     ),
-    components(schemas(crate::error::Problem)),
+    // The payloads of the built-in kinds (`sleep`, `fail`, `http`, `email`), checked at submit:
+    // a task of one of these names whose payload does not match gets a 422 naming the field.
+    components(schemas(
+        crate::error::Problem,
+        chronos_core::builtin::SleepPayload, chronos_core::builtin::FailPayload,
+        chronos_core::builtin::HttpPayload, chronos_core::builtin::EmailPayload, chronos_core::builtin::Recipients,
+    )),
     modifiers(&Security),
     tags((name = "tasks"), (name = "schedules", description = "Recurring schedules: cron expression, time zone, task template"), (name = "queues"), (name = "dlq", description = "Dead-letter queue"), (name = "jobs", description = "Bulk operations in the background: redrive, cancel or retry by filter"), (name = "keys", description = "API keys (admin)"), (name = "system"))
 )]

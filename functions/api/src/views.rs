@@ -27,7 +27,9 @@ macro_rules! what_runs {
             #[serde(default)]
             #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
             pub queue: Option<String>,
-            /// Any JSON; default `{}`. Size-limited (default 256 KiB).
+            /// Any JSON; default `{}`. Size-limited (default 256 KiB). For the built-in kinds it
+            /// is checked at submit against `SleepPayload`, `FailPayload`, `HttpPayload` or
+            /// `EmailPayload` (see the components); other names take any JSON.
             #[serde(default)]
             pub payload: Option<serde_json::Value>,
             /// 0–100 (higher first) or `critical` (100), `high` (75), `normal` (50), `low` (25).
