@@ -474,6 +474,33 @@ pub enum SchedulesCmd {
         #[arg(long)]
         paused: bool,
     },
+    /// Change a schedule (the fields of PATCH /v1/schedules/{id}); the task is replaced whole,
+    /// so --queue, --payload, --priority and --max-attempts need --task-name.
+    Update {
+        id: uuid::Uuid,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        cron: Option<String>,
+        #[arg(long)]
+        tz: Option<String>,
+        #[arg(long)]
+        task_name: Option<String>,
+        #[arg(long, requires = "task_name")]
+        queue: Option<String>,
+        #[arg(long, requires = "task_name")]
+        payload: Option<String>,
+        #[arg(long, requires = "task_name")]
+        priority: Option<String>,
+        #[arg(long, requires = "task_name")]
+        max_attempts: Option<u32>,
+        /// allow, skip or queue_one.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// run_all, run_once or skip.
+        #[arg(long)]
+        misfire: Option<String>,
+    },
     /// Schedules by name (the view of GET /v1/schedules).
     List {
         /// 1–500.
@@ -526,6 +553,38 @@ pub async fn schedules(s: &Scheduler, cmd: SchedulesCmd, json: bool) -> Result<(
                 ChangeError::Other(e) => refusal(e),
             })?;
             view(ScheduleView::new(rec, now), json, "created")
+        }
+        SchedulesCmd::Update { id, name, cron, tz, task_name, queue, payload, priority, max_attempts, overlap, misfire } => {
+            let mut body = serde_json::json!({});
+            for (k, v) in [("name", name), ("cron", cron), ("timezone", tz), ("overlap", overlap), ("misfire", misfire)] {
+                if let Some(v) = v {
+                    body[k] = v.into();
+                }
+            }
+            if let Some(task_name) = task_name {
+                let payload: serde_json::Value = serde_json::from_str(payload.as_deref().unwrap_or("{}"))
+                    .map_err(|e| Refusal::new(Kind::Invalid, format!("--payload is not valid JSON: {e}")))?;
+                let mut task =
+                    serde_json::json!({ "name": task_name, "queue": queue.unwrap_or_else(|| "default".into()), "payload": payload });
+                if let Some(p) = priority {
+                    task["priority"] = p.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(p));
+                }
+                if let Some(m) = max_attempts {
+                    task["max_attempts"] = m.into();
+                }
+                body["task"] = task;
+            }
+            // The API's request body and checks, so the CLI refuses what PATCH refuses.
+            let req: chronos_api::views::UpdateSchedule = chronos_api::json::parse(body.to_string().as_bytes()).map_err(api_refusal)?;
+            chronos_api::routes::schedules::check_when(req.name.as_deref(), req.cron.as_deref(), req.timezone.as_deref())
+                .map_err(api_refusal)?;
+            let patch = req.into_patch(s.chronos.max_payload_bytes).map_err(api_refusal)?;
+            let rec = s.update_by(&caller, id, &patch).await.map_err(|e| match e {
+                ChangeError::NameTaken(n) => Refusal::new(Kind::Refused, format!("a schedule named {n:?} exists already")).into(),
+                ChangeError::NotFound => Refusal::new(Kind::NotFound, format!("no schedule {id}")).into(),
+                ChangeError::Other(e) => refusal(e),
+            })?;
+            view(ScheduleView::new(rec, now), json, "updated")
         }
         SchedulesCmd::List { limit, after } => {
             let mut rows = s.list(after.as_deref(), limit + 1).await.map_err(refusal)?;

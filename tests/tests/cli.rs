@@ -207,6 +207,19 @@ async fn the_operator_commands_redrive_dead_tasks_pause_schedules_and_manage_key
     assert_eq!((shown["name"].as_str(), shown["paused"].as_bool()), (Some("hourly"), Some(true)));
     let listed = String::from_utf8_lossy(&chronos(&env, &["schedules", "list"], &[]).stdout).into_owned();
     assert!(listed.contains("hourly") && listed.contains("0 * * * *"), "{listed}");
+    // update takes PATCH's fields and refuses what PATCH refuses
+    let out = chronos(
+        &env,
+        &["schedules", "update", &sid, "--cron", "30 * * * *", "--task-name", "sleep", "--payload", r#"{"ms":5}"#, "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let changed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((changed["cron"].as_str(), changed["task"]["name"].as_str()), (Some("30 * * * *"), Some("sleep")), "{changed}");
+    let bad = chronos(&env, &["schedules", "update", &sid, "--tz", "Mars/Olympus"], &[]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = chronos(&env, &["schedules", "update", &sid, "--queue", "other"], &[]);
+    assert_eq!(bad.status.code(), Some(2), "the task is replaced whole: --queue needs --task-name");
 
     let created: serde_json::Value =
         serde_json::from_slice(&chronos(&env, &["keys", "create", "--name", "billing", "--role", "viewer", "--json"], &[]).stdout).unwrap();
@@ -217,7 +230,7 @@ async fn the_operator_commands_redrive_dead_tasks_pause_schedules_and_manage_key
 
     let actions: Vec<(String, String)> =
         sqlx::query_as("SELECT actor, action FROM audit_log ORDER BY at").fetch_all(env.store.pool()).await.unwrap();
-    for action in ["retry_now", "schedule_create", "schedule_pause", "create_key", "revoke_key"] {
+    for action in ["retry_now", "job_start", "schedule_create", "schedule_pause", "schedule_update", "create_key", "revoke_key"] {
         assert!(actions.iter().any(|(who, a)| who == "cli" && a.starts_with(action)), "{action} audited as cli: {actions:?}");
     }
     w.start_kill().unwrap();

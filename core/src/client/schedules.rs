@@ -5,7 +5,7 @@ use uuid::Uuid;
 use crate::access::Caller;
 use crate::error::Result;
 use crate::model::TaskId;
-use crate::schedule::{ChangeError, ScheduleRecord, ScheduleSpec, Scheduler};
+use crate::schedule::{ChangeError, SchedulePatch, ScheduleRecord, ScheduleSpec, Scheduler};
 
 impl Scheduler {
     /// Create a schedule (planned at once), recorded as created by `caller`; audited.
@@ -13,6 +13,26 @@ impl Scheduler {
         let rec = self.create(spec, Some(&caller.key_id)).await?;
         let detail = serde_json::json!({ "schedule_id": rec.id, "name": rec.name, "cron": rec.cron, "timezone": rec.timezone, "paused": rec.paused });
         self.chronos.audit(caller, "schedule_create", None, detail).await?;
+        Ok(rec)
+    }
+
+    /// Change a schedule (its planned occurrences follow the new rule); audited with the fields
+    /// that were given.
+    pub async fn update_by(&self, caller: &Caller, id: Uuid, patch: &SchedulePatch) -> Result<ScheduleRecord, ChangeError> {
+        let changed: Vec<&str> = [
+            ("name", patch.name.is_some()),
+            ("cron", patch.cron.is_some()),
+            ("timezone", patch.timezone.is_some()),
+            ("task", patch.task.is_some()),
+            ("overlap", patch.overlap.is_some()),
+            ("misfire", patch.misfire.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, given)| given.then_some(f))
+        .collect();
+        let rec = self.update(id, patch).await?;
+        let detail = serde_json::json!({ "schedule_id": id, "name": rec.name, "changed": changed });
+        self.chronos.audit(caller, "schedule_update", None, detail).await?;
         Ok(rec)
     }
 

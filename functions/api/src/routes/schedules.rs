@@ -13,7 +13,6 @@ use chronos_core::access::Caller;
 use chronos_core::cron::{CronExpr, Tz, parse_timezone};
 use chronos_core::schedule::{ChangeError, ScheduleRecord, validate_schedule_name};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -29,7 +28,7 @@ const MAX_PREVIEW: usize = 100;
 
 /// Check the parts that say when a schedule fires, in the order a reader fixes them, so the
 /// error names `name`, `cron` or `timezone` before anything in `task`.
-fn check_when(name: Option<&str>, cron: Option<&str>, timezone: Option<&str>) -> ApiResult<()> {
+pub fn check_when(name: Option<&str>, cron: Option<&str>, timezone: Option<&str>) -> ApiResult<()> {
     if let Some(n) = name {
         validate_schedule_name(n)?;
     }
@@ -80,10 +79,6 @@ async fn recent_runs(state: &AppState, s: &ScheduleRecord) -> ApiResult<Vec<Sche
             finished_at: v.finished_at,
         })
         .collect())
-}
-
-async fn audit(state: &AppState, caller: &Caller, action: &str, task: Option<Uuid>, detail: serde_json::Value) -> ApiResult<()> {
-    Ok(state.chronos.audit(caller, action, task, detail).await?)
 }
 
 /// Create a schedule. Its occurrences within the planning horizon are planned as tasks at once
@@ -216,19 +211,7 @@ pub async fn update(
     let id = parse_schedule_id(&id)?;
     check_when(req.name.as_deref(), req.cron.as_deref(), req.timezone.as_deref())?;
     let patch = req.into_patch(state.chronos.max_payload_bytes)?;
-    let changed: Vec<&str> = [
-        ("name", patch.name.is_some()),
-        ("cron", patch.cron.is_some()),
-        ("timezone", patch.timezone.is_some()),
-        ("task", patch.task.is_some()),
-        ("overlap", patch.overlap.is_some()),
-        ("misfire", patch.misfire.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(f, given)| given.then_some(f))
-    .collect();
-    let rec = state.scheduler.update(id, &patch).await.map_err(|e| change_error(e, Some(id), patch.name.as_deref()))?;
-    audit(&state, &caller, "schedule_update", None, json!({ "schedule_id": id, "name": rec.name, "changed": changed })).await?;
+    let rec = state.scheduler.update_by(&caller, id, &patch).await.map_err(|e| change_error(e, Some(id), patch.name.as_deref()))?;
     Ok(axum::Json(ScheduleView::new(rec, Utc::now())))
 }
 
