@@ -142,12 +142,12 @@ async fn a_redrive_of_an_error_group_answers_202_and_removes_every_sqs_message_o
 async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_each_task_once() {
     let env = TestEnv::new().await;
     let dlq = env.dlq().await;
-    let ids = dead_tasks(&env, &dlq, "hooks", 1_020, "http 500").await;
+    let ids = dead_tasks(&env, &dlq, "hooks", 520, "http 500").await;
     let mut services = tokio::process::Command::new(chronos_bin());
     services.arg("services").kill_on_drop(true).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     services.envs(env.child_env());
     let job = env.client.start_job(&admin(), JobKind::Redrive, Selection::default()).await.unwrap();
-    assert_eq!(job.total, 1_020);
+    assert_eq!(job.total, 520);
     let mut proc = services.spawn().unwrap();
     // Kill it while a step is in flight: Redis holds more redriven (queued) tasks than the job
     // has committed, with the committed count the same before and after the look.
@@ -158,7 +158,7 @@ async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_eac
         let before = env.client.job(&admin(), job.id).await.unwrap().processed;
         let queued: i64 = redis::cmd("ZCARD").arg(&ready).query_async(&mut conn).await.unwrap();
         let after = env.client.job(&admin(), job.id).await.unwrap().processed;
-        if before == after && queued > before && queued < 1_020 {
+        if before == after && queued > before && queued < 520 {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "never saw a step in flight");
@@ -191,14 +191,14 @@ async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_eac
     }
     let done = env.client.job(&admin(), job.id).await.unwrap();
     assert_eq!(done.state, "completed", "{done:?}");
-    assert_eq!((done.processed, done.succeeded, done.skipped), (1_020, 1_020, 0), "each task counted once: {done:?}");
-    assert_eq!((done.sqs_messages_removed, done.sqs_letters_not_found), (1_020, 0), "{done:?}");
+    assert_eq!((done.processed, done.succeeded, done.skipped), (520, 520, 0), "each task counted once: {done:?}");
+    assert_eq!((done.sqs_messages_removed, done.sqs_letters_not_found), (520, 0), "{done:?}");
     assert_eq!(letters(&dlq).await, (0, 0), "no letter of a redriven task is left");
     // Each task was redriven exactly once (the audit writer records every retry-now).
     let audit = Services::new(env.engine.clone()).audit_writer(env.store.clone(), "check-audit").start();
     wait_until(Duration::from_secs(30), "the redrives reach the audit log", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_log WHERE action = 'retry_now'").fetch_one(env.store.pool()).await.unwrap()
-            >= 1_020
+            >= 520
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -206,9 +206,9 @@ async fn a_job_whose_runner_is_sigkilled_is_resumed_by_the_tick_and_redrives_eac
         .fetch_one(env.store.pool())
         .await
         .unwrap();
-    assert_eq!((rows, tasks), (1_020, 1_020), "one redrive per task, none twice");
+    assert_eq!((rows, tasks), (520, 520), "one redrive per task, none twice");
     audit.stop().await;
-    assert_eq!(live_statuses(&env, "hooks", &ids).await, [("queued".to_owned(), 1_020)].into());
+    assert_eq!(live_statuses(&env, "hooks", &ids).await, [("queued".to_owned(), 520)].into());
     env.cleanup().await;
 }
 
