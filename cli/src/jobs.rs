@@ -129,11 +129,7 @@ pub async fn jobs(c: &Chronos, dlq_queue: &str, cmd: JobsCmd, json: bool) -> Res
             finish(job, json)
         }
         JobsCmd::Create { kind, filter, no_wait } => {
-            let kind = match kind.as_str() {
-                "redrive" => JobKind::Redrive,
-                "cancel" => JobKind::Cancel,
-                _ => JobKind::Retry,
-            };
+            let kind = JobKind::parse(&kind).map_err(refusal)?;
             start(c, dlq_queue, kind, filter.selection()?, no_wait, json).await
         }
         JobsCmd::Cancel { id } => {

@@ -70,7 +70,8 @@ impl JobKind {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
+    /// `redrive`, `cancel` or `retry`; anything else is [`Error::Invalid`] on `kind`.
+    pub fn parse(s: &str) -> Result<Self> {
         match s {
             "redrive" => Ok(JobKind::Redrive),
             "cancel" => Ok(JobKind::Cancel),
@@ -397,7 +398,6 @@ async fn step(c: &Chronos, dlq: &mut DlqHandle, who: &str, job: &mut Held) -> Re
     let last = page.last().map(|t| t.id);
     let (mut succeeded, mut skipped) = (0i64, 0i64);
     let already: HashSet<Uuid> = job.pending.iter().copied().collect();
-    let mut pending_now = Vec::new();
     if job.kind == JobKind::Redrive {
         // Recorded before acting: a runner killed in the loop below leaves these to the next.
         let dead: Vec<Uuid> = page.iter().filter(|t| t.status == "dead").map(|t| t.id).collect();
@@ -424,9 +424,8 @@ async fn step(c: &Chronos, dlq: &mut DlqHandle, who: &str, job: &mut Held) -> Re
         let done = match job.kind {
             JobKind::Redrive if t.status == "dead" => {
                 let ok = matches!(c.engine.retry_now(&t.queue, t.id, actor).await?, RetryNowOutcome::Queued { .. });
-                if ok {
-                    pending_now.push(t.id);
-                } else {
+                // Its letter is pending already (recorded above); one still dead is taken back out.
+                if !ok {
                     still_dead.push(t.id);
                 }
                 ok

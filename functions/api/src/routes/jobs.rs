@@ -169,12 +169,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     StrictJson(body): StrictJson<CreateJob>,
 ) -> ApiResult<Response> {
-    let kind = match body.kind.as_str() {
-        "redrive" => JobKind::Redrive,
-        "cancel" => JobKind::Cancel,
-        "retry" => JobKind::Retry,
-        other => return Err(ApiError::validation("kind", format!("{other:?} is not a job kind; use redrive, cancel or retry"))),
-    };
+    let kind = JobKind::parse(&body.kind)?;
     if kind == JobKind::Redrive && !caller.role.allows(Permission::DlqManage) {
         return Err(ApiError::forbidden(format!("the {} role may not redrive the dead-letter queue", caller.role)));
     }
