@@ -63,12 +63,20 @@ pub async fn read(engine: &Engine, queue: &str) -> Result<Backlog> {
     // set (FIFO within a band, so each head is its band's oldest; across bands a low-priority
     // task may have waited longest).
     let mut pipe = redis::pipe();
-    pipe.cmd("TIME").zcard(&k.ready).zcard(&k.active).exists(&k.paused).zcard(&k.delayed).zcard(&k.retry).xlen(&k.outbox).zcard(&k.dead);
+    pipe.cmd("TIME")
+        .zcard(&k.ready)
+        .zcard(&k.active)
+        .exists(&k.paused)
+        .zcard(&k.delayed)
+        .zcard(&k.retry)
+        .xlen(&k.outbox)
+        .zcard(&k.dead)
+        .get(&k.grouped);
     for b in 0..BANDS {
         pipe.cmd("ZRANGEBYSCORE").arg(&k.ready).arg(b * BAND).arg(format!("({}", (b + 1) * BAND)).arg("LIMIT").arg(0).arg(1);
     }
     let mut r: Vec<Value> = pipe.query_async(&mut conn).await?;
-    let heads: Vec<String> = r.drain(8..).filter_map(|v| redis::from_redis_value::<Vec<String>>(v).ok()?.into_iter().next()).collect();
+    let heads: Vec<String> = r.drain(9..).filter_map(|v| redis::from_redis_value::<Vec<String>>(v).ok()?.into_iter().next()).collect();
     let mut it = r.into_iter();
     let now_ms = match it.next() {
         Some(v) => {
@@ -80,6 +88,13 @@ pub async fn read(engine: &Engine, queue: &str) -> Result<Backlog> {
     let mut next_u64 = || -> Result<u64> { parse(it.next().unwrap_or(Value::Int(0))) };
     let (ready, running, paused, delayed, retrying) = (next_u64()?, next_u64()?, next_u64()? == 1, next_u64()?, next_u64()?);
     let (outbox, dead) = (next_u64()?, next_u64()?);
+    // Grouped tasks wait in their groups' sets (see `crate::limits`): they count as ready. The
+    // oldest-waiting age is read from the ready set's band heads only.
+    let grouped = match it.next() {
+        Some(Value::Nil) | None => 0,
+        Some(v) => parse::<i64>(v)?.max(0) as u64,
+    };
+    let ready = ready + grouped;
 
     // Round trip 2: what is due, the earliest due time of each timed set, and when each band
     // head became ready (`ra`, set when it was enqueued, came due or was retried).

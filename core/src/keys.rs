@@ -21,6 +21,14 @@ pub struct QueueKeys {
     pub seq: String,
     pub token: String,
     pub paused: String,
+    /// The queue's limits (hash: c, rl, rp, gc, gl, gp; see `crate::limits`).
+    pub limits: String,
+    /// Sliding-window log of the queue's recent starts (its rate limit).
+    pub rate: String,
+    /// How many grouped tasks wait (in their groups' sets, not in `ready`).
+    pub grouped: String,
+    /// Set of the groups that have tasks waiting.
+    pub waiting_groups: String,
 }
 
 impl QueueKeys {
@@ -39,6 +47,10 @@ impl QueueKeys {
             seq: k("seq"),
             token: k("token"),
             paused: k("paused"),
+            limits: k("lim"),
+            rate: k("rl"),
+            grouped: k("gn"),
+            waiting_groups: k("gw"),
             prefix,
         }
     }
@@ -69,6 +81,16 @@ impl QueueKeys {
     /// The one occurrence of a schedule parked behind its run in progress (overlap queue_one).
     pub fn parked(&self, schedule: &str) -> String {
         format!("{}sq:{schedule}", self.prefix)
+    }
+
+    /// The waiting tasks of group `g` (scored as `ready`).
+    pub fn group_ready(&self, g: &str) -> String {
+        format!("{}gr:{g}", self.prefix)
+    }
+
+    /// The running attempts of group `g` (its concurrency).
+    pub fn group_active(&self, g: &str) -> String {
+        format!("{}ga:{g}", self.prefix)
     }
 }
 

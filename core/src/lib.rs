@@ -12,6 +12,8 @@
 //!   tasks, leases the highest priority), `ack`, `fail` (the retry decision), `heartbeat`,
 //!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the rebuild). Every change of
 //!   a running task is guarded by the lease's fencing token.
+//! - [`limits`] — queue limits (concurrency, rate, per group), decided in `claim.lua`; groups
+//!   take turns. Recorded in Postgres, copied into Redis (`limits.lua`), restored by the rebuild.
 //! - [`store`] — Postgres: task rows (written before enqueue returns), attempts, idempotency keys.
 //! - [`audit`] — the audit writer, the outbox drain: Redis stream → Postgres in batches, acked
 //!   after commit. It runs wherever [`services`] is started with it: in every `chronos worker`
@@ -55,6 +57,7 @@ pub mod events;
 pub mod history;
 pub mod jobs;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod queue;

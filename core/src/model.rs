@@ -21,6 +21,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_QUEUE_LEN: usize = 64;
+/// Longest group (tenant) name, in bytes.
+pub const MAX_GROUP_LEN: usize = 128;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
 /// Where a task is in its life. `completed`, `dead` and `cancelled` are terminal
@@ -286,6 +288,9 @@ pub struct NewTask {
     /// and the base of a `delay`. Set by [`NewTask::prepare`] when unset, so the answer to a
     /// submission can show what was stored without reading it back.
     pub submitted_at: Option<DateTime<Utc>>,
+    /// The group (tenant) it belongs to, e.g. a customer id: a queue's `group_concurrency` and
+    /// `group_rate` apply per group, and groups take turns (see [`crate::limits`]).
+    pub group: Option<String>,
 }
 
 /// How far ahead a first run may be, whether given as `run_at` or as a delay: 10 years.
@@ -381,6 +386,7 @@ impl NewTask {
             created_by: None,
             origin: None,
             submitted_at: None,
+            group: None,
         }
     }
 
@@ -426,6 +432,10 @@ impl NewTask {
         self.idempotency_key = Some(k.into());
         self
     }
+    pub fn group(mut self, g: impl Into<String>) -> Self {
+        self.group = Some(g.into());
+        self
+    }
 
     /// Validate and encode. `max_payload` is the payload size limit in bytes.
     pub fn prepare(mut self, max_payload: usize) -> Result<PreparedTask> {
@@ -448,6 +458,9 @@ impl NewTask {
             && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
         {
             return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_IDEMPOTENCY_KEY_LEN} bytes")));
+        }
+        if let Some(g) = &self.group {
+            validate_group(g)?;
         }
         // One range for both ways of saying when: from 1970 (an instant in the past runs at
         // once) to 10 years after the submission.
@@ -502,6 +515,18 @@ pub fn validate_queue_name(q: &str) -> Result<()> {
     // would resolve to another page.
     if q == "." || q == ".." {
         return Err(Error::invalid("queue", format!("{q:?} is not a valid queue name; \".\" and \"..\" are path segments, not names")));
+    }
+    Ok(())
+}
+
+/// Group names become part of Redis keys: printable, no spaces, at most [`MAX_GROUP_LEN`] bytes.
+pub fn validate_group(g: &str) -> Result<()> {
+    if g.is_empty() || g.len() > MAX_GROUP_LEN || !g.bytes().all(|b| b.is_ascii_graphic()) {
+        let g = excerpt(g);
+        return Err(Error::invalid(
+            "group",
+            format!("{g} is not a valid group; use 1–{MAX_GROUP_LEN} printable ASCII characters, no spaces"),
+        ));
     }
     Ok(())
 }

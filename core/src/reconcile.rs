@@ -188,15 +188,19 @@ async fn drain(engine: &Engine, queues: &[String]) -> Result<bool> {
     }
 }
 
-/// Restore every scheduled, queued, running, retrying and dead task from Postgres.
+/// Restore every queue's limits, then every scheduled, queued, running, retrying and dead task,
+/// from Postgres.
 pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
+    for (queue, limits) in crate::limits::load_all(store.pool()).await? {
+        engine.set_limits(&queue, &limits).await?;
+    }
     let mut restored = 0;
     let mut after = Uuid::nil();
     loop {
         let rows = sqlx::query(
             "SELECT t.id, t.queue, t.name, t.payload::text AS payload, t.priority, t.attempts, t.max_attempts, t.backoff, t.timeout_ms,
                     coalesce(t.idempotency_key, '') AS ik, t.status, (extract(epoch FROM t.run_at) * 1000)::int8 AS ra,
-                    coalesce(s.overlap, 'allow') AS overlap, t.schedule_id
+                    coalesce(s.overlap, 'allow') AS overlap, t.schedule_id, coalesce(t.task_group, '') AS grp
              FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
              WHERE t.status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND t.id > $1
              ORDER BY t.id LIMIT $2",
@@ -240,6 +244,7 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
                     Some(sid) => inv.arg(sid.to_string()).arg(overlap.code()),
                     None => inv.arg("").arg(""),
                 };
+                inv.arg(r.get::<String, _>("grp"));
             }
             let mut conn = engine.connection();
             let ids: Vec<String> = inv.invoke_async(&mut conn).await?;

@@ -42,6 +42,8 @@ pub struct TaskRecord {
     /// The schedule that planned this task, and the occurrence's fire instant.
     pub schedule_id: Option<Uuid>,
     pub fire_at: Option<DateTime<Utc>>,
+    /// The task's group (tenant), if it has one.
+    pub group: Option<String>,
     /// A cancel reached the running attempt (live state from Redis; never stored in Postgres).
     pub cancel_requested: bool,
 }
@@ -71,7 +73,7 @@ pub struct AttemptRecord {
     pub logs: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at";
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group";
 
 /// Filters of a task listing; all optional, combined with AND. Newest first.
 #[derive(Debug, Clone, Default)]
@@ -211,6 +213,7 @@ impl Store {
             let mut schedules: Vec<Option<Uuid>> = Vec::with_capacity(new.len());
             let mut fires: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(new.len());
             let mut created: Vec<DateTime<Utc>> = Vec::with_capacity(new.len());
+            let mut groups: Vec<Option<&str>> = Vec::with_capacity(new.len());
             for &i in &new {
                 let p = &tasks[i];
                 ids.push(p.id);
@@ -228,15 +231,16 @@ impl Store {
                 schedules.push(p.task.origin.map(|o| o.schedule_id));
                 fires.push(p.task.origin.map(|o| o.fire_at));
                 created.push(p.task.submitted_at.unwrap_or(now));
+                groups.push(p.task.group.as_deref());
             }
             let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by,
-                                    schedule_id, fire_at, created_at, updated_at)
-                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca
+                                    schedule_id, fire_at, created_at, updated_at, task_group)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca, g
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
                              $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::uuid[], $14::timestamptz[],
-                             $15::timestamptz[])
-                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca)
+                             $15::timestamptz[], $16::text[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca, g)
                  ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(&ids)
@@ -254,6 +258,7 @@ impl Store {
             .bind(&schedules)
             .bind(&fires)
             .bind(&created)
+            .bind(&groups)
             .fetch_all(&mut *tx)
             .await?;
             if inserted.len() < new.len() {
@@ -379,6 +384,7 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         created_by: r.get("created_by"),
         schedule_id: r.get("schedule_id"),
         fire_at: r.get("fire_at"),
+        group: r.get("task_group"),
         cancel_requested: false,
     }
 }

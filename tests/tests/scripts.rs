@@ -392,11 +392,28 @@ async fn lib_lua_builds_the_same_key_names_as_keys_rs() {
     let k = env.engine.keys(Q);
     let got = lib_eval(
         &env,
-        "return {task_key(ARGV[1], 'x'), payload_key(ARGV[1], 'x'), idem_key(ARGV[1], 'x'), done_key(ARGV[1], 'x'), guard_key(ARGV[1], 'x'), parked_key(ARGV[1], 'x')}",
+        "return {task_key(ARGV[1], 'x'), payload_key(ARGV[1], 'x'), idem_key(ARGV[1], 'x'), done_key(ARGV[1], 'x'), guard_key(ARGV[1], 'x'), parked_key(ARGV[1], 'x'),
+                 limits_key(ARGV[1]), rate_key(ARGV[1]), groups_count_key(ARGV[1]), waiting_groups_key(ARGV[1]), group_ready_key(ARGV[1], 'x'), group_active_key(ARGV[1], 'x')}",
         &[&k.prefix],
     )
     .await;
     let got: Vec<String> = redis::from_redis_value(got).unwrap();
-    assert_eq!(got, vec![k.task("x"), k.payload("x"), k.idempotency("x"), k.done("x"), k.guard("x"), k.parked("x")]);
+    assert_eq!(
+        got,
+        vec![
+            k.task("x"),
+            k.payload("x"),
+            k.idempotency("x"),
+            k.done("x"),
+            k.guard("x"),
+            k.parked("x"),
+            k.limits.clone(),
+            k.rate.clone(),
+            k.grouped.clone(),
+            k.waiting_groups.clone(),
+            k.group_ready("x"),
+            k.group_active("x")
+        ]
+    );
     env.cleanup().await;
 }

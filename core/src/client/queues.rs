@@ -4,7 +4,8 @@ use serde::Serialize;
 
 use super::Chronos;
 use crate::access::Caller;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::limits::{self, LimitsPatch, QueueLimits};
 use crate::model::validate_queue_name;
 use crate::queue::WorkerPresence;
 
@@ -30,6 +31,8 @@ pub struct QueueSummary {
     /// It has tasks to run (waiting, scheduled or retrying) and no live worker serves it:
     /// they will wait until one is started with the queue in its `CHRONOS_QUEUES`.
     pub unserved: bool,
+    /// Concurrency and rate limits, per queue and per group (see [`crate::limits`]).
+    pub limits: QueueLimits,
 }
 
 impl Chronos {
@@ -40,9 +43,11 @@ impl Chronos {
         names.sort();
         names.dedup();
         let workers = self.engine.live_workers().await?;
+        let all_limits: std::collections::HashMap<String, QueueLimits> = limits::load_all(self.store.pool()).await?.into_iter().collect();
         let mut out = Vec::with_capacity(names.len());
         for n in names {
-            out.push(self.summary(&n, &workers).await?);
+            let l = all_limits.get(&n).copied().unwrap_or_default();
+            out.push(self.summary(&n, &workers, l).await?);
         }
         Ok(out)
     }
@@ -50,10 +55,11 @@ impl Chronos {
     /// One queue's summary (all zero for a queue that never had a task).
     pub async fn queue(&self, name: &str) -> Result<QueueSummary> {
         let workers = self.engine.live_workers().await?;
-        self.summary(name, &workers).await
+        let l = limits::load(self.store.pool(), name).await?;
+        self.summary(name, &workers, l).await
     }
 
-    async fn summary(&self, name: &str, workers: &[WorkerPresence]) -> Result<QueueSummary> {
+    async fn summary(&self, name: &str, workers: &[WorkerPresence], limits: QueueLimits) -> Result<QueueSummary> {
         let live = self.engine.counts(name).await?;
         let serving = workers.iter().filter(|w| w.serves(name)).count() as u32;
         let pg = self.store.status_counts(name).await?;
@@ -71,7 +77,34 @@ impl Chronos {
             outbox: live.outbox,
             workers: serving,
             unserved: serving == 0 && live.waiting + live.delayed + live.retrying > 0,
+            limits,
         })
+    }
+
+    /// Change a queue's limits (absent fields stay, `null` removes one); audited. Recorded in
+    /// Postgres first (the record the rebuild restores), then set in Redis: the next claim
+    /// applies it.
+    pub async fn set_queue_limits(&self, caller: &Caller, queue: &str, patch: &LimitsPatch) -> Result<QueueSummary> {
+        validate_queue_name(queue)?;
+        if patch.is_empty() {
+            return Err(Error::invalid(
+                "body",
+                "names no limit to change; give one or more of concurrency, rate, group_concurrency, group_rate (null removes one)",
+            ));
+        }
+        // One change at a time per queue, and Redis set before the commit: two concurrent
+        // changes can neither lose a field nor leave Redis with the older one.
+        let mut tx = self.store.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('chronos.queue_limits:' || $1))").bind(queue).execute(&mut *tx).await?;
+        let before = limits::load(&mut *tx, queue).await?;
+        let after = patch.apply(before);
+        after.validate()?;
+        limits::save(&mut *tx, queue, &after, &caller.key_id).await?;
+        self.engine.set_limits(queue, &after).await?;
+        tx.commit().await?;
+        let detail = serde_json::json!({ "queue": queue, "before": before, "after": after });
+        self.store.audit(&caller.key_id, "queue_limits", None, detail).await?;
+        self.queue(queue).await
     }
 
     /// Pause (workers stop claiming; the queue still accepts tasks) or resume a queue; audited.

@@ -58,6 +58,7 @@ impl TaskRecord {
             created_by: created_by.map(str::to_owned),
             schedule_id: t.origin.map(|o| o.schedule_id),
             fire_at: t.origin.map(|o| o.fire_at),
+            group: t.group.clone(),
             cancel_requested: false,
         }
     }

@@ -24,7 +24,7 @@ use crate::keys::{QueueKeys, queues_set, queues_wake};
 use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
 pub use presence::WorkerPresence;
 use script::{
-    ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected,
+    ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, LIMITS, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected,
 };
 
 /// How many due delayed tasks one claim promotes at most.
@@ -203,6 +203,7 @@ impl Engine {
                         Some(o) => cmd.arg(o.schedule_id.to_string()).arg(o.overlap.code()),
                         None => cmd.arg("").arg(""),
                     };
+                    cmd.arg(p.task.group.as_deref().unwrap_or(""));
                 }
                 // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.
                 pipe.add_command(cmd);
@@ -504,11 +505,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Set Redis's copy of `queue`'s limits (the claim script reads it; Postgres keeps the
+    /// record, see [`crate::limits`]). Applies to the next claim.
+    pub async fn set_limits(&self, queue: &str, limits: &crate::limits::QueueLimits) -> Result<()> {
+        let k = self.keys(queue);
+        let mut inv = LIMITS.call(&k);
+        for v in limits.encode() {
+            inv.arg(v);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
-        let (waiting, delayed, retrying, running, dead, outbox, dlq, paused): (u64, u64, u64, u64, u64, u64, u64, bool) = redis::pipe()
+        let (waiting, grouped, delayed, retrying, running, dead, outbox, dlq, paused): (
+            u64,
+            Option<i64>,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            bool,
+        ) = redis::pipe()
             .zcard(&k.ready)
+            .get(&k.grouped)
             .zcard(&k.delayed)
             .zcard(&k.retry)
             .zcard(&k.active)
@@ -518,6 +543,7 @@ impl Engine {
             .exists(&k.paused)
             .query_async(&mut conn)
             .await?;
+        let waiting = waiting + grouped.unwrap_or(0).max(0) as u64;
         Ok(QueueCounts { waiting, delayed, retrying, running, dead, outbox, dlq_pending: dlq, paused })
     }
 

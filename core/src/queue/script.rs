@@ -125,11 +125,12 @@ script!(REAP, "reap", [Active, Ready, Dead, Dlq, Seq, Token, Outbox, Wake]);
 script!(DROP, "drop", [Ready, Delayed]);
 script!(RELEASE, "release", [Active, Ready, Seq, Token, Outbox, Wake]);
 script!(RESTORE, "restore", [Ready, Delayed, Retry, Dead, Seq, Wake]);
+script!(LIMITS, "limits", [Wake]);
 script!(PURGE_DEAD, "purge_dead", [Dead, Dlq]);
 
 /// Every script, for loading them all at once and for the header test.
-pub static ALL: [&ScriptDef; 12] =
-    [&ENQUEUE, &CLAIM, &ACK, &FAIL, &HEARTBEAT, &CANCEL, &RETRY_NOW, &REAP, &DROP, &RELEASE, &RESTORE, &PURGE_DEAD];
+pub static ALL: [&ScriptDef; 13] =
+    [&ENQUEUE, &CLAIM, &ACK, &FAIL, &HEARTBEAT, &CANCEL, &RETRY_NOW, &REAP, &DROP, &RELEASE, &RESTORE, &LIMITS, &PURGE_DEAD];
 
 /// Every answer code a script gives beside data, decoded here and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
         ("POST", "/schedules" | "/schedules/{id}/pause" | "/schedules/{id}/resume" | "/schedules/{id}/trigger")
         | ("PATCH" | "DELETE", "/schedules/{id}") => SchedulesManage,
         ("GET", "/queues") => QueuesRead,
-        ("POST", "/queues/{queue}/pause" | "/queues/{queue}/resume") => QueuesManage,
+        ("POST", "/queues/{queue}/pause" | "/queues/{queue}/resume") | ("PATCH", "/queues/{queue}") => QueuesManage,
         ("GET", "/dlq") => DlqRead,
         ("POST", "/dlq/redrive" | "/dlq/{id}/redrive") => DlqManage,
         // Producers follow their own jobs; a redrive job also needs DlqManage (checked by the handler).

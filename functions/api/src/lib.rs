@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use chronos_core::Chronos;
 use chronos_core::config::Secret;
 use chronos_core::dlq::Dlq;
@@ -110,6 +110,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/schedules/{id}/resume", post(schedules::resume))
         .route("/schedules/{id}/trigger", post(schedules::trigger))
         .route("/queues", get(queues::list))
+        .route("/queues/{queue}", patch(queues::update))
         .route("/queues/{queue}/pause", post(queues::pause))
         .route("/queues/{queue}/resume", post(queues::resume))
         .route("/dlq", get(dlq::list))

@@ -13,7 +13,7 @@ use crate::routes::{dlq, jobs, keys, queues, schedules, system, tasks};
         tasks::create, tasks::create_batch, tasks::get_one, tasks::list, tasks::attempts, tasks::cancel, tasks::retry,
         schedules::create, schedules::list, schedules::preview, schedules::get_one, schedules::update, schedules::delete,
         schedules::pause, schedules::resume, schedules::trigger,
-        queues::list, queues::pause, queues::resume,
+        queues::list, queues::update, queues::pause, queues::resume,
         dlq::list, dlq::redrive_one, dlq::redrive_all,
         jobs::create, jobs::list, jobs::get_one, jobs::cancel,
         keys::create, keys::list, keys::revoke,

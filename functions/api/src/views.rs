@@ -94,6 +94,12 @@ what_runs! {
         #[serde(default)]
         #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$")]
         pub idempotency_key: Option<String>,
+        /// The group (tenant) it belongs to, e.g. a customer id: the queue's `group_concurrency`
+        /// and `group_rate` apply per group, and groups take turns, so one group's backlog cannot
+        /// starve another. 1–128 printable ASCII characters, no spaces.
+        #[serde(default)]
+        #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$", example = "customer-42")]
+        pub group: Option<String>,
     }
 }
 
@@ -161,6 +167,12 @@ impl CreateTask {
         if let Some(k) = self.idempotency_key {
             t = t.idempotency_key(k);
         }
+        if let Some(g) = self.group {
+            if let Err(chronos_core::Error::Invalid { message, .. }) = chronos_core::model::validate_group(&g) {
+                return Err(ApiError::validation(f("group"), message));
+            }
+            t = t.group(g);
+        }
         t.created_by = Some(created_by.to_owned());
         Ok(t)
     }
@@ -205,6 +217,8 @@ pub struct TaskView {
     pub schedule_id: Option<Uuid>,
     /// The schedule occurrence this task runs (its cron fire instant).
     pub fire_at: Option<DateTime<Utc>>,
+    /// The group (tenant) it belongs to, if any.
+    pub group: Option<String>,
 }
 
 impl From<TaskRecord> for TaskView {
@@ -229,6 +243,7 @@ impl From<TaskRecord> for TaskView {
             finished_at: t.finished_at,
             schedule_id: t.schedule_id,
             fire_at: t.fire_at,
+            group: t.group,
         }
     }
 }
@@ -273,6 +288,7 @@ impl From<chronos_core::client::QueueSummary> for QueueView {
             oldest_waiting_age_s: q.oldest_waiting_age_s,
             workers: q.workers,
             unserved: q.unserved,
+            limits: q.limits,
         }
     }
 }
@@ -334,6 +350,8 @@ pub struct QueueView {
     /// True when the queue has tasks to run (waiting, scheduled or retrying) and no live worker
     /// serves it: they wait until a worker with this queue in its `CHRONOS_QUEUES` starts.
     pub unserved: bool,
+    /// Concurrency and rate limits, for the queue and per group; `null` = no limit of that kind.
+    pub limits: chronos_core::limits::QueueLimits,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

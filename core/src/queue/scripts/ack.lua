@@ -9,12 +9,14 @@ local active, outbox, ready, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 
 local prefix, worker = ARGV[1], ARGV[2]
 local now = now_ms()
 local out, done, logs = {}, {}, {}
+local limited = redis.call('HGET', limits_key(prefix), 'c')
 for i = 3, #ARGV, 3 do
   local id, tok, lines = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local tkey = task_key(prefix, id)
-  local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'sg')
+  local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'sg', 'g')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
+    attempt_ended(prefix, ready, wake, id, f[5], limited)
     guard_release(prefix, id, f[4], ready, seqkey, wake)
     tombstone(prefix, id, f[4])
     redis.call('DEL', tkey, payload_key(prefix, id))

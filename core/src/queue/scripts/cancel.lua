@@ -11,7 +11,7 @@ local seqkey, wake = KEYS[7], KEYS[8]
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
 local tkey = task_key(prefix, id)
 local now = now_ms()
-local f = redis.call('HMGET', tkey, 'st', 'cx', 'a', 'sg')
+local f = redis.call('HMGET', tkey, 'st', 'cx', 'a', 'sg', 'g')
 local st = f[1]
 if not st then return {'not_found', ''} end
 if st == 'running' then
@@ -21,7 +21,7 @@ if st == 'running' then
   return {'cancelling', st}
 end
 if st == 'queued' then
-  redis.call('ZREM', ready, id)
+  from_ready(prefix, ready, id, f[5])
 elseif st == 'scheduled' then
   redis.call('ZREM', delayed, id)
 elseif st == 'retrying' then

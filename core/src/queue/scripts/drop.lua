@@ -12,9 +12,9 @@ local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local tkey = task_key(prefix, id)
-  local f = redis.call('HMGET', tkey, 'st', 'a')
+  local f = redis.call('HMGET', tkey, 'st', 'a', 'g')
   if (f[1] == 'scheduled' or f[1] == 'queued') and f[2] == '0' then
-    redis.call('ZREM', ready, id)
+    from_ready(prefix, ready, id, f[3])
     redis.call('ZREM', delayed, id)
     redis.call('DEL', tkey, payload_key(prefix, id))
     out[#out + 1] = id

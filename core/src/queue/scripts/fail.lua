@@ -21,12 +21,13 @@ local logs = {}
 if ARGV[10] and ARGV[10] ~= '' then logs = {'l', ARGV[10]} end
 local tkey = task_key(prefix, id)
 local now = now_ms()
-local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk', 'sg')
+local f = redis.call('HMGET', tkey, 'tok', 'st', 'a', 'ma', 'bk', 'sg', 'g')
 if f[1] ~= tok or f[2] ~= 'running' then
   return {'stale', 0}
 end
 local a, ma = tonumber(f[3]), tonumber(f[4])
 redis.call('ZREM', active, id)
+attempt_ended(prefix, ready, wake, id, f[7], redis.call('HGET', limits_key(prefix), 'c'))
 
 if outcome == 'cancelled' then
   guard_release(prefix, id, f[6], ready, seqkey, wake)

@@ -12,11 +12,13 @@ local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local requeued = 0
+local limited = redis.call('HGET', limits_key(prefix), 'c')
 for _, id in ipairs(expired) do
   local tkey = task_key(prefix, id)
   redis.call('ZREM', active, id)
-  local f = redis.call('HMGET', tkey, 'a', 'ma', 'pr', 'w', 'sg')
+  local f = redis.call('HMGET', tkey, 'a', 'ma', 'pr', 'w', 'sg', 'g')
   if f[1] then
+    attempt_ended(prefix, ready, wake, id, f[6], limited)
     local a, ma = tonumber(f[1]), tonumber(f[2])
     redis.call('HSET', tkey, 'tok', redis.call('INCR', tokkey))
     redis.call('HDEL', tkey, 'cx')
@@ -28,8 +30,7 @@ for _, id in ipairs(expired) do
       redis.call('ZADD', dlq, now, id)
       redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg, 's', '', 'o', 'lost')
     else
-      local seq = redis.call('INCR', seqkey)
-      redis.call('ZADD', ready, ready_score(f[3], seq), id)
+      to_ready(prefix, ready, seqkey, id, f[3], f[6])
       redis.call('HSET', tkey, 'st', 'queued', 'le', msg)
       redis.call('XADD', outbox, '*', 'k', 'L', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg)
       requeued = requeued + 1

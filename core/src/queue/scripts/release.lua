@@ -8,17 +8,18 @@ local active, ready, seqkey, tokkey, outbox, wake = KEYS[1], KEYS[2], KEYS[3], K
 local prefix, worker = ARGV[1], ARGV[2]
 local now = now_ms()
 local out, back = {}, {}
+local limited = redis.call('HGET', limits_key(prefix), 'c')
 for i = 3, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
   local tkey = task_key(prefix, id)
-  local f = redis.call('HMGET', tkey, 'tok', 'st', 'pr', 'a')
+  local f = redis.call('HMGET', tkey, 'tok', 'st', 'pr', 'a', 'g')
   if f[1] == tok and f[2] == 'running' then
     redis.call('ZREM', active, id)
+    attempt_ended(prefix, ready, wake, id, f[5], limited)
     redis.call('HINCRBY', tkey, 'ma', 1)
     redis.call('HSET', tkey, 'st', 'queued', 'tok', redis.call('INCR', tokkey))
     redis.call('HDEL', tkey, 'cx')
-    local seq = redis.call('INCR', seqkey)
-    redis.call('ZADD', ready, ready_score(f[3], seq), id)
+    to_ready(prefix, ready, seqkey, id, f[3], f[5])
     back[#back + 1] = id .. ':' .. f[4]
     out[#out + 1] = 1
   else

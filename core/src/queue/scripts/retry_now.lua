@@ -9,7 +9,7 @@ local ready, delayed, dead, dlq, seqkey, outbox, wake, retry = KEYS[1], KEYS[2],
 local prefix, id, actor = ARGV[1], ARGV[2], ARGV[3]
 local tkey = task_key(prefix, id)
 local now = now_ms()
-local f = redis.call('HMGET', tkey, 'st', 'pr', 'a', 'mb', 'ma')
+local f = redis.call('HMGET', tkey, 'st', 'pr', 'a', 'mb', 'ma', 'g')
 local st = f[1]
 if not st then return {'not_found', ''} end
 if st == 'scheduled' then
@@ -25,8 +25,7 @@ elseif st == 'dead' then
 else
   return {'refused', st}
 end
-local seq = redis.call('INCR', seqkey)
-redis.call('ZADD', ready, ready_score(f[2], seq), id)
+to_ready(prefix, ready, seqkey, id, f[2], f[6])
 redis.call('HSET', tkey, 'st', 'queued', 'ra', now)
 -- 'ma': the attempt budget now, so Postgres records the dead task's fresh budget too.
 redis.call('XADD', outbox, '*', 'k', 'R', 't', now, 'i', id, 'by', actor, 'st', st, 'ma', f[5] or '')

@@ -1,13 +1,15 @@
 //! `/v1/queues`: live counts per queue; pause and resume (a paused queue accepts tasks, but
-//! workers do not claim from it).
+//! workers do not claim from it); limits (concurrency and rate, per queue and per group).
+
+use chronos_core::limits::LimitsPatch;
 
 use axum::Extension;
 use axum::extract::State;
 use chronos_core::access::Caller;
 
 use crate::AppState;
-use crate::error::{ApiResult, AuthErrors, InputErrors};
-use crate::json::StrictPath;
+use crate::error::{ApiResult, AuthErrors, BodyErrors, InputErrors};
+use crate::json::{StrictJson, StrictPath};
 use crate::views::{QueueList, QueueView};
 
 /// Every queue with its waiting, scheduled, running, retrying, completed, dead and cancelled
@@ -53,4 +55,27 @@ pub async fn resume(
     StrictPath(queue): StrictPath<String>,
 ) -> ApiResult<axum::Json<QueueView>> {
     set_paused(&state, &caller, &queue, false).await.map(axum::Json)
+}
+
+/// Change a queue's limits. An absent field stays as it is; `null` removes that limit. Applies
+/// to the next claim of every worker.
+///
+/// - `concurrency`: attempts of the queue running at once, across all workers (1–1000000).
+/// - `rate`: `{"limit": N, "period_ms": P}` — at most N starts in any window of P ms (a
+///   sliding window; a burst waits, it is not dropped). N 1–100000, P 1–86400000.
+/// - `group_concurrency`, `group_rate`: the same, for each group (a task's `group`) alone.
+///   Groups take turns, so one group's backlog cannot starve another's.
+#[utoipa::path(patch, path = "/v1/queues/{queue}", tag = "queues", request_body = LimitsPatch,
+    params(("queue" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "Queue name: 1–64 of A–Z a–z 0–9 _ - .")),
+    responses(
+        (status = 200, body = QueueView),
+        AuthErrors, BodyErrors,
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    StrictPath(queue): StrictPath<String>,
+    StrictJson(patch): StrictJson<LimitsPatch>,
+) -> ApiResult<axum::Json<QueueView>> {
+    Ok(axum::Json(state.chronos.set_queue_limits(&caller, &queue, &patch).await?.into()))
 }
