@@ -173,6 +173,23 @@ enum QueuesCmd {
     Resume {
         queue: String,
     },
+    /// Set or remove a queue's limits (the body of PATCH /v1/queues/{queue}); each applies to
+    /// the next claim. `none` removes a limit; an option not given stays as it is.
+    Limit {
+        queue: String,
+        /// Attempts of the queue running at once across all workers (1–1000000), or `none`.
+        #[arg(long, value_parser = ops::parse_count_or_none)]
+        concurrency: Option<ops::Count>,
+        /// At most N starts per period, as `N/PERIOD` (e.g. `100/1s`, `20/500ms`, `5/1m`), or `none`.
+        #[arg(long, value_parser = ops::parse_rate_or_none)]
+        rate: Option<ops::RateArg>,
+        /// Attempts running at once per group (a task's `group`), or `none`.
+        #[arg(long, value_parser = ops::parse_count_or_none)]
+        group_concurrency: Option<ops::Count>,
+        /// Starts per period per group, as `N/PERIOD`, or `none`.
+        #[arg(long, value_parser = ops::parse_rate_or_none)]
+        group_rate: Option<ops::RateArg>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -341,6 +358,15 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Queues { cmd: None } => ops::queues(&client(&core).await?, json).await,
         Cmd::Queues { cmd: Some(QueuesCmd::Pause { queue }) } => ops::set_queue_paused(&client(&core).await?, &queue, true, json).await,
         Cmd::Queues { cmd: Some(QueuesCmd::Resume { queue }) } => ops::set_queue_paused(&client(&core).await?, &queue, false, json).await,
+        Cmd::Queues { cmd: Some(QueuesCmd::Limit { queue, concurrency, rate, group_concurrency, group_rate }) } => {
+            let patch = chronos_core::limits::LimitsPatch {
+                concurrency: concurrency.map(|c| c.0),
+                rate: rate.map(|r| r.0),
+                group_concurrency: group_concurrency.map(|c| c.0),
+                group_rate: group_rate.map(|r| r.0),
+            };
+            ops::set_queue_limits(&client(&core).await?, &queue, &patch, json).await
+        }
         Cmd::Dlq(cmd) => {
             let c = client(&core).await?;
             // Redrive removes the tasks' SQS messages when SQS answers; without it they stay.

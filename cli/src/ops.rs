@@ -352,6 +352,7 @@ pub async fn queues(c: &Chronos, json: bool) -> Result<()> {
                 opt(q.oldest_waiting_age_s.map(|s| format!("{s:.1}"))),
                 q.workers.to_string(),
                 q.unserved.to_string(),
+                limits_summary(&q.limits),
             ]
         })
         .collect();
@@ -369,12 +370,78 @@ pub async fn queues(c: &Chronos, json: bool) -> Result<()> {
             "oldest_waiting_age_s",
             "workers",
             "unserved",
+            "limits",
         ],
         rows,
     ))
 }
 
 /// `chronos queues pause|resume <queue>`.
+/// `concurrency=3 rate=20/1000ms group_concurrency=1`, or `-` for none.
+fn limits_summary(l: &chronos_core::limits::QueueLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.concurrency {
+        parts.push(format!("concurrency={c}"));
+    }
+    if let Some(r) = l.rate {
+        parts.push(format!("rate={}/{}ms", r.limit, r.period_ms));
+    }
+    if let Some(c) = l.group_concurrency {
+        parts.push(format!("group_concurrency={c}"));
+    }
+    if let Some(r) = l.group_rate {
+        parts.push(format!("group_rate={}/{}ms", r.limit, r.period_ms));
+    }
+    if parts.is_empty() { "-".into() } else { parts.join(" ") }
+}
+
+/// A limit's count, `None` for `none` (remove the limit).
+#[derive(Debug, Clone, Copy)]
+pub struct Count(pub Option<u32>);
+
+/// A rate, `None` for `none` (remove the limit).
+#[derive(Debug, Clone, Copy)]
+pub struct RateArg(pub Option<chronos_core::limits::Rate>);
+
+/// `--concurrency 3` or `--concurrency none`.
+pub fn parse_count_or_none(s: &str) -> std::result::Result<Count, String> {
+    if s == "none" {
+        return Ok(Count(None));
+    }
+    s.parse().map(|n| Count(Some(n))).map_err(|_| format!("{s:?} is not a count; give a number such as 3, or none"))
+}
+
+/// `--rate 100/1s` (also `ms`, `m`, `h`; a bare number is milliseconds) or `--rate none`.
+pub fn parse_rate_or_none(s: &str) -> std::result::Result<RateArg, String> {
+    if s == "none" {
+        return Ok(RateArg(None));
+    }
+    let bad = || format!("{s:?} is not a rate; give N/PERIOD such as 100/1s, 20/500ms or 5/1m, or none");
+    let (n, period) = s.split_once('/').ok_or_else(bad)?;
+    let limit: u32 = n.trim().parse().map_err(|_| bad())?;
+    let period = period.trim();
+    let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
+    let (num, unit) = period.split_at(split);
+    let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| bad())? };
+    let ms = match unit {
+        "" | "ms" => num,
+        "s" => num * 1000,
+        "m" => num * 60_000,
+        "h" => num * 3_600_000,
+        _ => return Err(bad()),
+    };
+    let period_ms = u32::try_from(ms).map_err(|_| bad())?;
+    Ok(RateArg(Some(chronos_core::limits::Rate { limit, period_ms })))
+}
+
+pub async fn set_queue_limits(c: &Chronos, queue: &str, patch: &chronos_core::limits::LimitsPatch, json: bool) -> Result<()> {
+    let q: QueueView = c.set_queue_limits(&cli_caller(), queue, patch).await.map_err(refusal)?.into();
+    if json {
+        return emit_json(&q);
+    }
+    emit(&format!("queue {} limits: {}\n", q.name, limits_summary(&q.limits)))
+}
+
 pub async fn set_queue_paused(c: &Chronos, queue: &str, paused: bool, json: bool) -> Result<()> {
     let q: QueueView = c.set_queue_paused(&cli_caller(), queue, paused).await.map_err(refusal)?.into();
     if json {

@@ -285,3 +285,91 @@ async fn limits_and_groups_survive_the_redis_loss_rebuild() {
     assert_eq!(got.len(), 2, "group_concurrency 1 holds after the rebuild: one of a, one of b");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_api_sets_limits_names_the_field_at_fault_and_takes_a_group() {
+    let env = TestEnv::new().await;
+    let api = start_api(&env, None).await;
+    let patch_q = |body: serde_json::Value| api.admin(reqwest::Method::PATCH, "/v1/queues/apiq").json(&body).send();
+    for (body, field) in [
+        (json!({"concurrency": 0}), "concurrency"),
+        (json!({"concurrency": "three"}), "concurrency"),
+        (json!({"rate": {"limit": 10}}), "period_ms"),
+        (json!({"rate": {"limit": 10, "period_ms": 0}}), "rate.period_ms"),
+        (json!({"group_rate": {"limit": 0, "period_ms": 1000}}), "group_rate.limit"),
+        (json!({"speed": 3}), "speed"),
+        (json!({}), "concurrency, rate, group_concurrency, group_rate"),
+    ] {
+        let r = patch_q(body.clone()).await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_client_error(), "{body}: {status} {text}");
+        assert!(text.contains(field), "{body}: the answer names {field}: {text}");
+    }
+    let r = patch_q(json!({"concurrency": 3, "rate": {"limit": 20, "period_ms": 1000}})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["limits"],
+        json!({"concurrency": 3, "rate": {"limit": 20, "period_ms": 1000}, "group_concurrency": null, "group_rate": null})
+    );
+    let r = patch_q(json!({"rate": null, "group_concurrency": 2})).await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["limits"],
+        json!({"concurrency": 3, "rate": null, "group_concurrency": 2, "group_rate": null}),
+        "an absent field stays, null removes"
+    );
+    let list: serde_json::Value = api.admin(reqwest::Method::GET, "/v1/queues").send().await.unwrap().json().await.unwrap();
+    let q = list["queues"].as_array().unwrap().iter().find(|q| q["name"] == "apiq").expect("a queue with limits is listed");
+    assert_eq!(q["limits"]["group_concurrency"], 2);
+    let audit: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'queue_limits'").fetch_one(env.store.pool()).await.unwrap_or(-1);
+    assert_eq!(audit, 2, "each change is audited");
+
+    let r = api
+        .admin(reqwest::Method::POST, "/v1/tasks")
+        .json(&json!({"name": "noop", "queue": "apiq", "group": "customer-42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["group"], "customer-42");
+    let id: TaskId = v["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(env.store.get_task(id).await.unwrap().unwrap().group.as_deref(), Some("customer-42"));
+    let r = api.admin(reqwest::Method::POST, "/v1/tasks").json(&json!({"name": "noop", "group": "has space"})).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("group"));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_cli_sets_and_removes_limits() {
+    let env = TestEnv::new().await;
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(chronos_bin());
+        cmd.args(args).stdin(std::process::Stdio::null());
+        for (k, v) in env.child_env() {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&["queues", "limit", "cliq", "--concurrency", "3", "--rate", "20/1s", "--group-rate", "5/500ms"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "queue cliq limits: concurrency=3 rate=20/1000ms group_rate=5/500ms\n");
+    let want = QueueLimits {
+        concurrency: Some(3),
+        rate: Some(Rate { limit: 20, period_ms: 1000 }),
+        group_concurrency: None,
+        group_rate: Some(Rate { limit: 5, period_ms: 500 }),
+    };
+    assert_eq!(env.client.queue("cliq").await.unwrap().limits, want);
+    let out = run(&["queues", "limit", "cliq", "--rate", "none"]);
+    assert!(out.status.success());
+    assert_eq!(env.client.queue("cliq").await.unwrap().limits, QueueLimits { rate: None, ..want });
+    let out = run(&["queues", "limit", "cliq", "--rate", "fast"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("N/PERIOD"), "{}", String::from_utf8_lossy(&out.stderr));
+    env.cleanup().await;
+}

@@ -36,14 +36,16 @@ pub struct QueueSummary {
 }
 
 impl Chronos {
-    /// Every queue Redis or Postgres knows of, by name.
+    /// Every queue Redis or Postgres knows of (tasks or limits), by name.
     pub async fn queues(&self) -> Result<Vec<QueueSummary>> {
+        let all_limits: std::collections::HashMap<String, QueueLimits> = limits::load_all(self.store.pool()).await?.into_iter().collect();
         let mut names = self.engine.queues().await?;
         names.extend(self.store.queue_names().await?);
+        // A queue given limits before its first task is listed with them.
+        names.extend(all_limits.keys().cloned());
         names.sort();
         names.dedup();
         let workers = self.engine.live_workers().await?;
-        let all_limits: std::collections::HashMap<String, QueueLimits> = limits::load_all(self.store.pool()).await?.into_iter().collect();
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             let l = all_limits.get(&n).copied().unwrap_or_default();
