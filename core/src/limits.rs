@@ -34,8 +34,10 @@ pub const MAX_RATE_PERIOD_MS: u32 = 86_400_000;
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Starts allowed per period (1–100000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100_000))]
     pub limit: u32,
     /// The window, in milliseconds (1–86400000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400_000))]
     pub period_ms: u32,
 }
 
@@ -44,10 +46,12 @@ pub struct Rate {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueLimits {
     /// Attempts of the queue running at once, across all workers.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<u32>,
     /// Starts per period for the whole queue.
     pub rate: Option<Rate>,
     /// Attempts running at once per group.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub group_concurrency: Option<u32>,
     /// Starts per period per group.
     pub group_rate: Option<Rate>,
@@ -59,13 +63,13 @@ pub struct QueueLimits {
 #[serde(deny_unknown_fields)]
 pub struct LimitsPatch {
     #[serde(default, deserialize_with = "present")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Rate>))]
     pub rate: Option<Option<Rate>>,
     #[serde(default, deserialize_with = "present")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000))]
     pub group_concurrency: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Rate>))]

@@ -143,6 +143,7 @@ pub fn app(state: DashState) -> Router {
         .route("/", get(overview::page))
         .route("/queues/{queue}/pause", post(overview::pause))
         .route("/queues/{queue}/resume", post(overview::resume))
+        .route("/queues/{queue}/limits", post(overview::limits))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::detail))
         .route("/tasks/{id}/retry", post(tasks::retry))

@@ -43,6 +43,7 @@ const MATRIX: &[(&str, &str, [bool; 4])] = &[
     ("POST", "/v1/schedules/{id}/resume", [Y, Y, N, N]),
     ("POST", "/v1/schedules/{id}/trigger", [Y, Y, N, N]),
     ("GET", "/v1/queues", [Y, Y, N, Y]),
+    ("PATCH", "/v1/queues/{queue}", [Y, Y, N, N]),
     ("POST", "/v1/queues/{queue}/pause", [Y, Y, N, N]),
     ("POST", "/v1/queues/{queue}/resume", [Y, Y, N, N]),
     ("GET", "/v1/dlq", [Y, Y, N, Y]),
@@ -307,6 +308,11 @@ impl Fixtures {
                 let id = schedule(env).await;
                 post_empty(task(id), Some(("schedule_trigger", id.to_string())))
             }
+            ("PATCH", "/v1/queues/{queue}") => Prepared {
+                path: route.replace("{queue}", PAUSE_QUEUE),
+                body: Some(json!({ "concurrency": 50 })),
+                audits: Some(("queue_limits", PAUSE_QUEUE.to_owned())),
+            },
             ("POST", "/v1/queues/{queue}/pause") => {
                 post_empty(route.replace("{queue}", PAUSE_QUEUE), Some(("pause_queue", PAUSE_QUEUE.to_owned())))
             }

@@ -161,7 +161,8 @@ async fn read_commands_print_with_json_exactly_what_the_api_answers() {
             "paused",
             "oldest_waiting_age_s",
             "workers",
-            "unserved"
+            "unserved",
+            "limits"
         ]
     );
     assert!(table.lines().any(|l| l.starts_with("mail ")), "{table}");

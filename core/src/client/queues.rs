@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Chronos;
 use crate::access::Caller;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::limits::{self, LimitsPatch, QueueLimits};
 use crate::model::validate_queue_name;
 use crate::queue::WorkerPresence;
@@ -83,16 +83,14 @@ impl Chronos {
         })
     }
 
-    /// Change a queue's limits (absent fields stay, `null` removes one); audited. Recorded in
+    /// Change a queue's limits (absent fields stay, `null` removes one; an empty change changes
+    /// nothing and is not audited, as a JSON merge patch); audited. Recorded in
     /// Postgres first (the record the rebuild restores), then set in Redis: the next claim
     /// applies it.
     pub async fn set_queue_limits(&self, caller: &Caller, queue: &str, patch: &LimitsPatch) -> Result<QueueSummary> {
         validate_queue_name(queue)?;
         if patch.is_empty() {
-            return Err(Error::invalid(
-                "body",
-                "names no limit to change; give one or more of concurrency, rate, group_concurrency, group_rate (null removes one)",
-            ));
+            return self.queue(queue).await;
         }
         // One change at a time per queue, and Redis set before the commit: two concurrent
         // changes can neither lose a field nor leave Redis with the older one.

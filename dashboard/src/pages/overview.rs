@@ -1,5 +1,5 @@
 //! `GET /`: every queue's counts (live), attempts per minute over the last hour, pause and
-//! resume. `POST /queues/{queue}/pause`, `/resume`.
+//! resume, limits. `POST /queues/{queue}/pause`, `/resume`, `/limits`.
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chronos_core::access::Permission;
 use chronos_core::client::QueueSummary;
 use chronos_core::history;
+use chronos_core::limits::{LimitsPatch, QueueLimits, Rate};
 use maud::{Markup, html};
 
 use super::{ActionForm, after_action};
@@ -26,6 +27,52 @@ fn cell(q: &str, k: &str, v: impl Into<i128>, href: Option<String>) -> Markup {
     }
 }
 
+/// `20 / 1 s`, `5 / 500 ms`.
+fn rate_label(r: Rate) -> String {
+    if r.period_ms.is_multiple_of(1000) {
+        format!("{} / {} s", r.limit, r.period_ms / 1000)
+    } else {
+        format!("{} / {} ms", r.limit, r.period_ms)
+    }
+}
+
+/// The queue's limits as chips, and for an operator who may change them a form to do so.
+fn limits_cell(s: &Session, q: &QueueSummary, manage: bool) -> Markup {
+    let l = q.limits;
+    let v = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
+    html! {
+        td.limits data-q=(q.name) data-k="limits" {
+            @if l.is_none() { span.faint { "none" } }
+            @if let Some(c) = l.concurrency { span.chip title="Attempts running at once, across all workers" { "≤ " (c) " running" } }
+            @if let Some(r) = l.rate { span.chip title="Starts per period (sliding window)" { (rate_label(r)) } }
+            @if let Some(c) = l.group_concurrency { span.chip title="Attempts running at once per group" { "≤ " (c) " per group" } }
+            @if let Some(r) = l.group_rate { span.chip title="Starts per period per group" { (rate_label(r)) " per group" } }
+            @if manage {
+                details.limits-edit {
+                    summary { "Edit" }
+                    form.limits-form method="post" action=(format!("/queues/{}/limits", ui::seg(&q.name))) {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        p.hint { "Empty = no limit. Applies to the next claim." }
+                        label { span { "Concurrency" } input type="number" min="1" name="concurrency" value=(v(l.concurrency)) placeholder="none"; }
+                        label { span { "Rate" }
+                            input type="number" min="1" name="rate_limit" value=(v(l.rate.map(|r| r.limit))) placeholder="starts";
+                            span.per { "per" }
+                            input type="number" min="1" name="rate_period_ms" value=(v(l.rate.map(|r| r.period_ms))) placeholder="ms";
+                        }
+                        label { span { "Per group" } input type="number" min="1" name="group_concurrency" value=(v(l.group_concurrency)) placeholder="none"; }
+                        label { span { "Group rate" }
+                            input type="number" min="1" name="group_rate_limit" value=(v(l.group_rate.map(|r| r.limit))) placeholder="starts";
+                            span.per { "per" }
+                            input type="number" min="1" name="group_rate_period_ms" value=(v(l.group_rate.map(|r| r.period_ms))) placeholder="ms";
+                        }
+                        button.btn.small type="submit" { "Save limits" }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn queue_rows(s: &Session, qs: &[QueueSummary]) -> Markup {
     let manage = s.may(Permission::QueuesManage);
     html! {
@@ -36,12 +83,13 @@ fn queue_rows(s: &Session, qs: &[QueueSummary]) -> Markup {
                     th.num { "Waiting" } th.num { "Scheduled" } th.num { "Running" } th.num { "Retrying" }
                     th.num { "Completed" } th.num { "Dead" } th.num { "Cancelled" } th.num { "Oldest waiting" }
                     th { "State" }
+                    th { "Limits" }
                     @if manage { th.actions { "" } }
                 }
             }
             tbody {
                 @if qs.is_empty() {
-                    tr { td.empty colspan="11" { "No queues yet. A queue appears when its first task is enqueued." } }
+                    tr {  td.empty colspan="12" { "No queues yet. A queue appears when its first task is enqueued." } }
                 }
                 @for q in qs {
                     @let tasks = |status: &str| Some(format!("/tasks?queue={}&status={status}", ui::url_encode(&q.name)));
@@ -65,6 +113,7 @@ fn queue_rows(s: &Session, qs: &[QueueSummary]) -> Markup {
                                 " " span.badge.s-dead data-unserved="" title="Tasks wait here and no live worker serves this queue: start one with it (or *) in CHRONOS_QUEUES" { "no worker" }
                             }
                         }
+                        (limits_cell(s, q, manage))
                         @if manage {
                             td.actions {
                                 @let (verb, label) = if q.paused { ("resume", "Resume") } else { ("pause", "Pause") };
@@ -138,4 +187,68 @@ pub async fn pause(State(state): State<DashState>, s: Session, Path(queue): Path
 
 pub async fn resume(State(state): State<DashState>, s: Session, Path(queue): Path<String>, Form(f): Form<ActionForm>) -> Response {
     after_action(set_paused(&state, &s, &queue, &f, false).await, f.back.as_deref(), "/")
+}
+
+/// The limits form: every field given (an empty one removes that limit).
+#[derive(serde::Deserialize)]
+pub struct LimitsForm {
+    csrf: String,
+    back: Option<String>,
+    #[serde(default)]
+    concurrency: String,
+    #[serde(default)]
+    rate_limit: String,
+    #[serde(default)]
+    rate_period_ms: String,
+    #[serde(default)]
+    group_concurrency: String,
+    #[serde(default)]
+    group_rate_limit: String,
+    #[serde(default)]
+    group_rate_period_ms: String,
+}
+
+fn form_count(field: &'static str, v: &str) -> Result<Option<u32>, PageError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| chronos_core::Error::invalid(field, format!("{v:?} is not a whole number; leave it empty for no limit")).into())
+}
+
+fn form_rate(field: &'static str, limit: &str, period: &str) -> Result<Option<Rate>, PageError> {
+    match (form_count(field, limit)?, form_count(field, period)?) {
+        (None, None) => Ok(None),
+        (Some(limit), Some(period_ms)) => Ok(Some(Rate { limit, period_ms })),
+        _ => Err(chronos_core::Error::invalid(field, "give both the starts and the period in ms, or neither for no limit").into()),
+    }
+}
+
+async fn set_limits(state: &DashState, s: &Session, queue: &str, f: &LimitsForm) -> Result<String, PageError> {
+    s.check_csrf(&f.csrf)?;
+    s.require(Permission::QueuesManage)?;
+    let want = QueueLimits {
+        concurrency: form_count("concurrency", &f.concurrency)?,
+        rate: form_rate("rate", &f.rate_limit, &f.rate_period_ms)?,
+        group_concurrency: form_count("group_concurrency", &f.group_concurrency)?,
+        group_rate: form_rate("group_rate", &f.group_rate_limit, &f.group_rate_period_ms)?,
+    };
+    let patch = LimitsPatch {
+        concurrency: Some(want.concurrency),
+        rate: Some(want.rate),
+        group_concurrency: Some(want.group_concurrency),
+        group_rate: Some(want.group_rate),
+    };
+    let q = state.chronos.set_queue_limits(&s.caller, queue, &patch).await?;
+    Ok(if q.limits.is_none() {
+        format!("Queue {}: no limits.", q.name)
+    } else {
+        format!("Queue {}: limits saved; the next claim applies them.", q.name)
+    })
+}
+
+pub async fn limits(State(state): State<DashState>, s: Session, Path(queue): Path<String>, Form(f): Form<LimitsForm>) -> Response {
+    after_action(set_limits(&state, &s, &queue, &f).await, f.back.as_deref(), "/")
 }

@@ -334,6 +334,7 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                         dt { "Finished" } dd { (opt_time(t.finished_at)) }
                         dt { "Timeout" } dd { (ui::duration_ms(t.timeout_ms)) }
                         dt { "Backoff" } dd { (backoff_words(&t.backoff)) }
+                        dt { "Group" } dd.mono { (t.group.as_deref().unwrap_or("—")) }
                         dt { "Idempotency key" } dd.mono { (t.idempotency_key.as_deref().unwrap_or("—")) }
                         dt { "Created by" } dd.mono { (t.created_by.as_deref().unwrap_or("—")) }
                         @if let Some(sid) = t.schedule_id {
