@@ -220,6 +220,36 @@ async function main() {
     if ((await status(t.id)) !== 'cancelled') throw new Error('the API does not say cancelled');
   });
 
+  await scenario('an operator sets a queue\'s limits from the overview, and they apply', async () => {
+    await http('PATCH', '/v1/queues/reports', { group_concurrency: 2 });
+    await page.goto(`${dash}/`);
+    const row = 'tr[data-queue=reports]';
+    await page.waitForSelector(`${row} td.limits .chip`);
+    await page.click(`${row} details.limits-edit summary`);
+    await page.fill(`${row} input[name=concurrency]`, '4');
+    await page.fill(`${row} input[name=rate_limit]`, '50');
+    await page.fill(`${row} input[name=rate_period_ms]`, '1000');
+    await sleep(200);
+    await shot('overview-limits');
+    await page.click(`${row} .limits-form button[type=submit]`);
+    await page.waitForSelector('.flash.ok');
+    const chips = await page.textContent(`${row} td.limits`);
+    for (const want of ['≤ 4 running', '50 / 1 s', '≤ 2 per group']) {
+      if (!chips.includes(want)) throw new Error(`the limits cell says ${chips}, not ${want}`);
+    }
+    const q = (await http('GET', '/v1/queues')).queues.find((x) => x.name === 'reports');
+    const want = { concurrency: 4, rate: { limit: 50, period_ms: 1000 }, group_concurrency: 2, group_rate: null };
+    if (JSON.stringify(q.limits) !== JSON.stringify(want)) throw new Error(`the API says ${JSON.stringify(q.limits)}`);
+    // A wrong value names its field and changes nothing.
+    await page.click(`${row} details.limits-edit summary`);
+    await page.fill(`${row} input[name=rate_period_ms]`, '');
+    await page.click(`${row} .limits-form button[type=submit]`);
+    await page.waitForSelector('.flash.err');
+    const err = await page.textContent('.flash.err');
+    if (!err.includes('rate')) throw new Error(`the refusal says ${err}`);
+    if ((await http('GET', '/v1/queues')).queues.find((x) => x.name === 'reports').limits.rate?.limit !== 50) throw new Error('a refused change changed the limits');
+  });
+
   await scenario('a redrive from the dead-letter page runs as a job whose progress arrives live', async () => {
     const ids = [];
     for (let i = 0; i < 3; i++) {

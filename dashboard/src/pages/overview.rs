@@ -166,7 +166,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> R
             div.cardhead { h2 { "Throughput" } span.muted { "attempts finished per minute" } }
             div #chart data-region="chart" data-refresh-on="counts" data-refresh-ms="10000" { (ui::throughput_chart(&minutes)) }
         }
-        section.card.flush {
+        section.card.flush.popovers {
             div.cardhead { h2 { "Queues" } span.muted { "waiting, scheduled, running and retrying from Redis; finished counts from the audit record" } }
             div data-region="queues-wrap" #queues-wrap { (queue_rows(&s, &qs)) }
         }
@@ -250,5 +250,10 @@ async fn set_limits(state: &DashState, s: &Session, queue: &str, f: &LimitsForm)
 }
 
 pub async fn limits(State(state): State<DashState>, s: Session, Path(queue): Path<String>, Form(f): Form<LimitsForm>) -> Response {
-    after_action(set_limits(&state, &s, &queue, &f).await, f.back.as_deref(), "/")
+    // A value the operator typed wrong comes back as a message beside the form, not an error page.
+    let result = set_limits(&state, &s, &queue, &f).await.map_err(|e| match e {
+        PageError::Invalid(m) => PageError::Conflict(format!("Limits not changed: {m}")),
+        e => e,
+    });
+    after_action(result, f.back.as_deref(), "/")
 }
