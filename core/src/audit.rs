@@ -61,6 +61,8 @@ struct TaskUpdate {
     finished: Option<DateTime<Utc>>,
     /// A retry-now of a dead task gave it a fresh attempt budget.
     max_attempts: Option<i32>,
+    /// What the handler returned (JSON text), on completion.
+    result: Option<String>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,7 @@ impl Batch {
             run_at: None,
             finished: None,
             max_attempts: None,
+            result: None,
         });
         if seq >= u.seq {
             u.seq = seq;
@@ -114,7 +117,8 @@ impl Batch {
         match kind.as_str() {
             // batch kinds: claimed, done, released
             "c" | "d" | "B" => {
-                // Beside k, t, w and x, a completion carries `l<id>` for each attempt that logged.
+                // Beside k, t, w and x, a completion carries `l<id>` for each attempt that logged
+                // and `r<id>` for each that returned a result.
                 let with_logs = kind == "d" && f.len() > 4;
                 for (tid, a) in each(s("x")) {
                     let logs = if with_logs { s(&format!("l{tid}")) } else { None };
@@ -142,6 +146,9 @@ impl Batch {
                     };
                     let u = self.task(tid, seq, status, at);
                     u.attempts = Some(u.attempts.unwrap_or(0).max(a));
+                    if with_logs && let Some(r) = s(&format!("r{tid}")) {
+                        u.result = Some(r);
+                    }
                 }
             }
             "r" | "x" | "C" | "L" => {
@@ -407,6 +414,7 @@ impl AuditWriter {
             let mut fts = Vec::new();
             let mut seqs = Vec::new();
             let mut mas = Vec::new();
+            let mut results = Vec::new();
             let mut tasks: Vec<_> = b.tasks.iter().collect();
             tasks.sort_unstable_by_key(|(id, _)| **id);
             for (id, u) in tasks {
@@ -418,14 +426,16 @@ impl AuditWriter {
                 fts.push(u.finished);
                 seqs.push(u.seq);
                 mas.push(u.max_attempts);
+                results.push(u.result.as_deref());
             }
             sqlx::query(
                 "UPDATE tasks SET status = u.st, attempts = GREATEST(tasks.attempts, u.a),
                    last_error = COALESCE(u.le, tasks.last_error), run_at = COALESCE(u.ra, tasks.run_at),
                    finished_at = u.ft, updated_at = now(), event_seq = u.seq,
-                   max_attempts = GREATEST(tasks.max_attempts, COALESCE(u.ma, tasks.max_attempts))
-                 FROM (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[], $8::int4[])
-                       AS v(id, st, a, le, ra, ft, seq, ma) ORDER BY id) AS u
+                   max_attempts = GREATEST(tasks.max_attempts, COALESCE(u.ma, tasks.max_attempts)),
+                   result = COALESCE(u.res::jsonb, tasks.result)
+                 FROM (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[], $8::int4[], $9::text[])
+                       AS v(id, st, a, le, ra, ft, seq, ma, res) ORDER BY id) AS u
                  WHERE tasks.id = u.id AND tasks.event_seq < u.seq",
             )
             .bind(&ids)
@@ -436,6 +446,7 @@ impl AuditWriter {
             .bind(&fts)
             .bind(&seqs)
             .bind(&mas)
+            .bind(&results)
             .execute(&mut *tx)
             .await?;
         }

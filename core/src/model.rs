@@ -291,6 +291,9 @@ pub struct NewTask {
     /// The group (tenant) it belongs to, e.g. a customer id: a queue's `group_concurrency` and
     /// `group_rate` apply per group, and groups take turns (see [`crate::limits`]).
     pub group: Option<String>,
+    /// A deadline: no attempt starts after it; a task still waiting then ends `cancelled` with
+    /// the reason (decided by the claim script, in Redis time).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// How far ahead a first run may be, whether given as `run_at` or as a delay: 10 years.
@@ -387,6 +390,7 @@ impl NewTask {
             origin: None,
             submitted_at: None,
             group: None,
+            expires_at: None,
         }
     }
 
@@ -436,6 +440,10 @@ impl NewTask {
         self.group = Some(g.into());
         self
     }
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
 
     /// Validate and encode. `max_payload` is the payload size limit in bytes.
     pub fn prepare(mut self, max_payload: usize) -> Result<PreparedTask> {
@@ -474,6 +482,18 @@ impl NewTask {
             && d > MAX_FIRST_RUN_AHEAD
         {
             return Err(Error::invalid("delay_ms", format!("must be at most 10 years ({} ms)", MAX_FIRST_RUN_AHEAD.as_millis())));
+        }
+        if let Some(ex) = self.expires_at {
+            let first = self.first_run_at(submitted);
+            if ex <= first {
+                return Err(Error::invalid(
+                    "expires_at",
+                    format!("{ex} is not after the task's first run ({first}); it could never start"),
+                ));
+            }
+            if ex > latest {
+                return Err(Error::invalid("expires_at", format!("must be at most 10 years from now ({latest})")));
+            }
         }
         let id = self.origin.as_ref().map_or_else(Uuid::now_v7, Origin::task_id);
         Ok(PreparedTask { id, task: self, payload_json: payload })

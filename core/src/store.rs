@@ -44,6 +44,10 @@ pub struct TaskRecord {
     pub fire_at: Option<DateTime<Utc>>,
     /// The task's group (tenant), if it has one.
     pub group: Option<String>,
+    /// What the handler returned on completion.
+    pub result: Option<serde_json::Value>,
+    /// No attempt starts after this instant.
+    pub expires_at: Option<DateTime<Utc>>,
     /// A cancel reached the running attempt (live state from Redis; never stored in Postgres).
     pub cancel_requested: bool,
 }
@@ -73,7 +77,7 @@ pub struct AttemptRecord {
     pub logs: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group";
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group, result, expires_at";
 
 /// Filters of a task listing; all optional, combined with AND. Newest first.
 #[derive(Debug, Clone, Default)]
@@ -214,6 +218,7 @@ impl Store {
             let mut fires: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(new.len());
             let mut created: Vec<DateTime<Utc>> = Vec::with_capacity(new.len());
             let mut groups: Vec<Option<&str>> = Vec::with_capacity(new.len());
+            let mut expires: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(new.len());
             for &i in &new {
                 let p = &tasks[i];
                 ids.push(p.id);
@@ -232,15 +237,16 @@ impl Store {
                 fires.push(p.task.origin.map(|o| o.fire_at));
                 created.push(p.task.submitted_at.unwrap_or(now));
                 groups.push(p.task.group.as_deref());
+                expires.push(p.task.expires_at);
             }
             let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by,
-                                    schedule_id, fire_at, created_at, updated_at, task_group)
-                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca, g
+                                    schedule_id, fire_at, created_at, updated_at, task_group, expires_at)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca, g, ex
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
                              $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::uuid[], $14::timestamptz[],
-                             $15::timestamptz[], $16::text[])
-                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca, g)
+                             $15::timestamptz[], $16::text[], $17::timestamptz[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca, g, ex)
                  ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(&ids)
@@ -259,6 +265,7 @@ impl Store {
             .bind(&fires)
             .bind(&created)
             .bind(&groups)
+            .bind(&expires)
             .fetch_all(&mut *tx)
             .await?;
             if inserted.len() < new.len() {
@@ -385,6 +392,8 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         schedule_id: r.get("schedule_id"),
         fire_at: r.get("fire_at"),
         group: r.get("task_group"),
+        result: r.get("result"),
+        expires_at: r.get("expires_at"),
         cancel_requested: false,
     }
 }

@@ -140,7 +140,26 @@ impl TaskContext {
     pub fn requested_retry_after(&self) -> Option<Duration> {
         self.state.retry_after()
     }
+
+    /// What this attempt returns if it completes: kept with the task in Postgres and shown as
+    /// `result` by `GET /v1/tasks/{id}`. At most [`MAX_RESULT_BYTES`] of JSON; a larger one is
+    /// refused with a permanent error (retrying would not shrink it). A later call replaces an
+    /// earlier one; a failed attempt's result is not kept.
+    pub fn set_result(&self, value: &impl serde::Serialize) -> Result<(), HandlerError> {
+        let json = serde_json::to_string(value).map_err(|e| HandlerError::permanent_msg(format!("the result is not JSON: {e}")))?;
+        if json.len() > MAX_RESULT_BYTES {
+            return Err(HandlerError::permanent_msg(format!(
+                "the result is {} bytes of JSON; the limit is {MAX_RESULT_BYTES}",
+                json.len()
+            )));
+        }
+        self.state.set_result(json);
+        Ok(())
+    }
 }
+
+/// The largest result a handler may return ([`TaskContext::set_result`]): 64 KiB of JSON.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 /// The task as a handler sees it.
 #[derive(Debug, Clone)]

@@ -59,6 +59,8 @@ impl TaskRecord {
             schedule_id: t.origin.map(|o| o.schedule_id),
             fire_at: t.origin.map(|o| o.fire_at),
             group: t.group.clone(),
+            result: None,
+            expires_at: t.expires_at,
             cancel_requested: false,
         }
     }

@@ -88,6 +88,17 @@ pub enum RetryNowOutcome {
     NotFound,
 }
 
+/// One attempt that succeeded, as [`Engine::ack_with`] records it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: TaskId,
+    pub token: u64,
+    /// The handler's captured log lines.
+    pub logs: Option<String>,
+    /// What the handler returned, as JSON text.
+    pub result: Option<String>,
+}
+
 /// Answer to one lease in a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
@@ -204,6 +215,7 @@ impl Engine {
                         None => cmd.arg("").arg(""),
                     };
                     cmd.arg(p.task.group.as_deref().unwrap_or(""));
+                    cmd.arg(p.task.expires_at.map_or(0, |t| t.timestamp_millis().max(1)));
                 }
                 // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.
                 pipe.add_command(cmd);
@@ -277,19 +289,20 @@ impl Engine {
 
     /// Complete attempts; one bool per `(id, token)`, false when the token was stale.
     pub async fn ack(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
-        let with: Vec<(TaskId, u64, Option<String>)> = leases.iter().map(|&(id, tok)| (id, tok, None)).collect();
-        self.ack_with_logs(queue, worker, &with).await
+        let with: Vec<Completion> = leases.iter().map(|&(id, token)| Completion { id, token, logs: None, result: None }).collect();
+        self.ack_with(queue, worker, &with).await
     }
 
-    /// [`Engine::ack`] with each attempt's captured log lines, stored with the attempt.
-    pub async fn ack_with_logs(&self, queue: &str, worker: &str, leases: &[(TaskId, u64, Option<String>)]) -> Result<Vec<bool>> {
+    /// [`Engine::ack`] with each attempt's captured log lines (stored with the attempt) and the
+    /// handler's JSON result (stored with the task).
+    pub async fn ack_with(&self, queue: &str, worker: &str, leases: &[Completion]) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
         let mut inv = ACK.call(&self.keys(queue));
         inv.arg(worker);
-        for (id, tok, logs) in leases {
-            inv.arg(id.to_string()).arg(tok).arg(logs.as_deref().unwrap_or(""));
+        for c in leases {
+            inv.arg(c.id.to_string()).arg(c.token).arg(c.logs.as_deref().unwrap_or("")).arg(c.result.as_deref().unwrap_or(""));
         }
         let mut conn = self.conn.clone();
         let r: Vec<i64> = inv.invoke_async(&mut conn).await?;

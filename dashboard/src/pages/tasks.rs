@@ -335,6 +335,7 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                         dt { "Timeout" } dd { (ui::duration_ms(t.timeout_ms)) }
                         dt { "Backoff" } dd { (backoff_words(&t.backoff)) }
                         dt { "Group" } dd.mono { (t.group.as_deref().unwrap_or("—")) }
+                        @if let Some(ex) = t.expires_at { dt { "Expires" } dd { (ui::time(ex)) } }
                         dt { "Idempotency key" } dd.mono { (t.idempotency_key.as_deref().unwrap_or("—")) }
                         dt { "Created by" } dd.mono { (t.created_by.as_deref().unwrap_or("—")) }
                         @if let Some(sid) = t.schedule_id {
@@ -345,6 +346,13 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                 section.card {
                     div.cardhead { h2 { "Payload" } span.muted { (payload.len()) " bytes" } }
                     pre.code.payload { (payload) }
+                }
+                @if let Some(r) = &t.result {
+                    @let result = serde_json::to_string_pretty(r).unwrap_or_default();
+                    section.card {
+                        div.cardhead { h2 { "Result" } span.muted { "what the handler returned" } }
+                        pre.code.result { (result) }
+                    }
                 }
             }
             @if let Some(e) = &t.last_error {

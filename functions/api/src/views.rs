@@ -100,6 +100,17 @@ what_runs! {
         #[serde(default)]
         #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$", example = "customer-42")]
         pub group: Option<String>,
+        /// A deadline (RFC 3339): no attempt starts after it; a task still waiting then ends
+        /// `cancelled`, `last_error` saying why. After the first run, within 10 years. Not
+        /// together with `ttl_ms`.
+        #[serde(default)]
+        #[schema(example = "2026-11-27T10:00:00Z", format = DateTime)]
+        pub expires_at: Option<String>,
+        /// The deadline as milliseconds after submission (1 ms – 10 years). Not together with
+        /// `expires_at`.
+        #[serde(default)]
+        #[schema(minimum = 1, maximum = 315_360_000_000u64)]
+        pub ttl_ms: Option<u64>,
     }
 }
 
@@ -167,6 +178,27 @@ impl CreateTask {
         if let Some(k) = self.idempotency_key {
             t = t.idempotency_key(k);
         }
+        match (self.expires_at, self.ttl_ms) {
+            (Some(_), Some(_)) => return Err(ApiError::validation(f("expires_at"), "give either expires_at or ttl_ms, not both")),
+            (Some(at), None) => {
+                let at = DateTime::parse_from_rfc3339(&at).map_err(|_| {
+                    ApiError::validation(f("expires_at"), format!("{at:?} is not an RFC 3339 time such as 2026-11-27T10:00:00Z"))
+                })?;
+                let at = at.with_timezone(&Utc);
+                if !(0..=9999).contains(&at.year()) {
+                    return Err(ApiError::validation(f("expires_at"), "must fall in the years 0000–9999 in UTC"));
+                }
+                t = t.expires_at(chronos_core::model::stored_precision(at));
+            }
+            (None, Some(ms)) => {
+                if ms == 0 || ms > chronos_core::model::MAX_FIRST_RUN_AHEAD.as_millis() as u64 {
+                    return Err(ApiError::validation(f("ttl_ms"), "must be 1 ms to 10 years (315360000000 ms)"));
+                }
+                let now = *t.submitted_at.get_or_insert_with(|| chronos_core::model::stored_precision(Utc::now()));
+                t = t.expires_at(now + chrono::Duration::milliseconds(ms as i64));
+            }
+            (None, None) => {}
+        }
         if let Some(g) = self.group {
             if let Err(chronos_core::Error::Invalid { message, .. }) = chronos_core::model::validate_group(&g) {
                 return Err(ApiError::validation(f("group"), message));
@@ -219,6 +251,11 @@ pub struct TaskView {
     pub fire_at: Option<DateTime<Utc>>,
     /// The group (tenant) it belongs to, if any.
     pub group: Option<String>,
+    /// What the handler returned when it completed (any JSON, at most 64 KiB).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// No attempt starts after this instant.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<TaskRecord> for TaskView {
@@ -244,6 +281,8 @@ impl From<TaskRecord> for TaskView {
             schedule_id: t.schedule_id,
             fire_at: t.fire_at,
             group: t.group,
+            result: t.result,
+            expires_at: t.expires_at,
         }
     }
 }

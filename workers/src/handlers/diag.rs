@@ -18,7 +18,7 @@ impl Handler for Noop {
     }
 }
 
-/// Sleeps `{ms}`; returns early as cancelled when the task is cancelled.
+/// Sleeps `{ms}` and returns `{"slept_ms": ms}`; returns early as cancelled when the task is cancelled.
 pub struct Sleep;
 
 impl Handler for Sleep {
@@ -28,13 +28,14 @@ impl Handler for Sleep {
     async fn handle(&self, ctx: TaskContext, task: Task) -> Result<(), HandlerError> {
         let p: SleepPayload = task.payload()?;
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(p.ms)) => Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(p.ms)) => ctx.set_result(&serde_json::json!({ "slept_ms": p.ms })),
             _ = ctx.cancelled() => Err(HandlerError::Cancelled),
         }
     }
 }
 
-/// Fails its first `times` attempts (permanently if `permanent`), then succeeds.
+/// Fails its first `times` attempts (permanently if `permanent`), then succeeds and returns
+/// `{"succeeded_on_attempt": n}`.
 pub struct Fail;
 
 impl Handler for Fail {
@@ -44,7 +45,7 @@ impl Handler for Fail {
     async fn handle(&self, ctx: TaskContext, task: Task) -> Result<(), HandlerError> {
         let p: FailPayload = task.payload()?;
         if ctx.attempt > p.times {
-            return Ok(());
+            return ctx.set_result(&serde_json::json!({ "succeeded_on_attempt": ctx.attempt }));
         }
         let message = p.message.unwrap_or_else(|| format!("fail: attempt {} of the first {} fails by request", ctx.attempt, p.times));
         // Logged before failing, so anyone can see a handler's lines stored with its attempt.

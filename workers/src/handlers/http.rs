@@ -147,7 +147,7 @@ impl HttpHandler {
 
         let status = resp.status();
         if status.is_success() {
-            return Ok(());
+            return ctx.set_result(&serde_json::json!({ "status": status.as_u16() }));
         }
         let mut message = format!("http: {} {} returned {status}", p.method, p.shown);
         if let Some(v) = header_str(&resp, RETRY_AFTER) {

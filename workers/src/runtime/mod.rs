@@ -58,12 +58,18 @@ pub(crate) struct AttemptState {
     logs: Capture,
     /// A retry delay the receiver asked for ([`crate::TaskContext::retry_after`]), in ms; 0: none.
     retry_after_ms: AtomicU64,
+    /// What the handler returned ([`crate::TaskContext::set_result`]), as JSON text.
+    result: std::sync::Mutex<Option<String>>,
 }
 
 impl AttemptState {
     pub(crate) fn set_retry_after(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
         self.retry_after_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_result(&self, json: String) {
+        *self.result.lock().unwrap() = Some(json);
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {
@@ -283,7 +289,8 @@ fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) 
         let completed = outcome == Outcome::Completed;
         let (slot, kept) = if completed { (Some(slot), None) } else { (None, Some(slot)) };
         let logs = state.logs.take();
-        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, metrics, slot: kept });
+        let result = if completed { state.result.lock().unwrap().take() } else { None };
+        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, result, metrics, slot: kept });
         s.inflight.lock().unwrap().remove(&task.id);
         drop(slot);
     });

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chronos_core::TaskId;
 use chronos_core::metrics::TaskMetrics;
-use chronos_core::queue::{Engine, FailOutcome};
+use chronos_core::queue::{Completion, Engine, FailOutcome};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
@@ -46,6 +46,8 @@ pub(super) struct Record {
     pub outcome: Outcome,
     /// The handler's captured log lines.
     pub logs: Option<String>,
+    /// The handler's JSON result, on completion.
+    pub result: Option<String>,
     /// Its task's counters, counted once the outcome is written.
     pub metrics: &'static TaskMetrics,
     /// A failed attempt's slot, held until the retry or death is written; a completion's slot
@@ -80,14 +82,14 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
     let mut buf = Vec::with_capacity(256);
     let mut failures = JoinSet::new();
     while rx.recv_many(&mut buf, 256).await > 0 {
-        type Acks = (Vec<(TaskId, u64, Option<String>)>, Vec<&'static TaskMetrics>);
+        type Acks = (Vec<Completion>, Vec<&'static TaskMetrics>);
         let mut acks: HashMap<String, Acks> = HashMap::new();
         for r in buf.drain(..) {
             match r.outcome {
                 Outcome::Completed => {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
                     let (leases, metrics) = acks.entry(r.queue).or_default();
-                    leases.push((r.id, r.token, r.logs));
+                    leases.push(Completion { id: r.id, token: r.token, logs: r.logs, result: r.result });
                     metrics.push(r.metrics);
                 }
                 Outcome::Failed { kind, message, detail, retry_in } => {
@@ -125,7 +127,7 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
         for (queue, (leases, metrics)) in acks {
             let written = with_retries("ack", || {
                 stats.ack_calls.fetch_add(1, Ordering::Relaxed);
-                engine.ack_with_logs(&queue, &worker, &leases)
+                engine.ack_with(&queue, &worker, &leases)
             })
             .await;
             if let Some(r) = written {

@@ -18,6 +18,7 @@
 -- task of the batch is taken from the next group in the rotation (the ungrouped ready set is
 -- one more member of it), strict priority within a group, and a group at its concurrency or
 -- rate limit leaves the rotation until an attempt of it ends (attempt_ended) or its token is due.
+-- A task past its deadline (field ex) is never leased: it ends cancelled with the reason.
 local ready, delayed, active, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local tokkey, outbox, wake, paused, retry = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local prefix, worker = ARGV[1], ARGV[2]
@@ -156,10 +157,16 @@ if room > 0 and redis.call('EXISTS', paused) == 0 then
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = task_key(prefix, id)
-      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov', 'ra')
+      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov', 'ra', 'ex')
       tok = tok + 1
       local blocked = nil
-      if f[3] and f[7] and f[8] then
+      if f[3] and f[10] and tonumber(f[10]) < now then
+        blocked = 'expired'
+        redis.call('DEL', tkey, payload_key(prefix, id))
+        tombstone(prefix, id, f[7])
+        redis.call('XADD', outbox, '*', 'k', 'S', 't', now, 'i', id, 'e',
+          'expired: not started by its deadline (expires_at ' .. f[10] .. ' ms, ' .. (now - tonumber(f[10])) .. ' ms ago); it never ran late')
+      elseif f[3] and f[7] and f[8] then
         local gkey = guard_key(prefix, f[7])
         local holder = redis.call('GET', gkey)
         -- completed and cancelled runs leave Redis; a dead one is finished too

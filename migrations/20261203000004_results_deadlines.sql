@@ -1,0 +1,4 @@
+-- What a handler returned (JSON, size-limited by the worker), kept with the task.
+ALTER TABLE tasks ADD COLUMN result jsonb;
+-- A deadline: a task not started by then ends cancelled with the reason and never runs late.
+ALTER TABLE tasks ADD COLUMN expires_at timestamptz;
