@@ -71,6 +71,8 @@ struct Batch {
     tasks: HashMap<Uuid, TaskUpdate>,
     log: Vec<(String, &'static str, Uuid, serde_json::Value)>,
     dead: usize,
+    /// The last progress each running task reported in this batch (JSON text).
+    progress: HashMap<Uuid, String>,
 }
 
 impl Batch {
@@ -186,7 +188,13 @@ impl Batch {
                     self.dead += 1;
                 }
             }
-            // a schedule's occurrence dropped by its overlap policy (never started)
+            // progress a running handler reported (a heartbeat carried it); status unchanged
+            "P" => {
+                let (Some(id), Some(p)) = (id, s("p")) else { return };
+                self.progress.insert(id, p);
+            }
+            // a schedule's occurrence dropped by its overlap policy (never started), or a task
+            // past its deadline
             "S" => {
                 let Some(id) = id else { return };
                 let u = self.task(id, seq, "cancelled", at);
@@ -449,6 +457,17 @@ impl AuditWriter {
             .bind(&results)
             .execute(&mut *tx)
             .await?;
+        }
+        if !b.progress.is_empty() {
+            let mut rows: Vec<(&Uuid, &String)> = b.progress.iter().collect();
+            rows.sort_unstable_by_key(|(id, _)| **id);
+            let ids: Vec<Uuid> = rows.iter().map(|(id, _)| **id).collect();
+            let ps: Vec<&str> = rows.iter().map(|(_, p)| p.as_str()).collect();
+            sqlx::query("UPDATE tasks SET progress = u.p::jsonb FROM UNNEST($1::uuid[], $2::text[]) AS u(id, p) WHERE tasks.id = u.id")
+                .bind(&ids)
+                .bind(&ps)
+                .execute(&mut *tx)
+                .await?;
         }
         if !b.log.is_empty() {
             let actors: Vec<&str> = b.log.iter().map(|l| l.0.as_str()).collect();

@@ -63,6 +63,8 @@ pub enum EventKind {
     Lost,
     /// A schedule's occurrence dropped by its overlap policy.
     Skipped,
+    /// The running handler reported progress (carried by a heartbeat).
+    Progress,
 }
 
 impl EventKind {
@@ -75,7 +77,7 @@ impl EventKind {
             EventKind::Retrying => Status::Retrying,
             EventKind::Dead => Status::Dead,
             EventKind::Cancelled | EventKind::Skipped => Status::Cancelled,
-            EventKind::CancelRequested => return None,
+            EventKind::CancelRequested | EventKind::Progress => return None,
         })
     }
 
@@ -145,6 +147,7 @@ pub fn decode(queue: &str, fields: &HashMap<String, Value>) -> Vec<TaskEvent> {
         "R" => EventKind::RetriedNow,
         "L" => EventKind::Lost,
         "S" => EventKind::Skipped,
+        "P" => EventKind::Progress,
         _ => return Vec::new(),
     };
     let Some(id) = s("i").and_then(|i| Uuid::parse_str(&i).ok()) else { return Vec::new() };

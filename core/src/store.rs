@@ -48,6 +48,8 @@ pub struct TaskRecord {
     pub result: Option<serde_json::Value>,
     /// No attempt starts after this instant.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The last progress its handler reported: `{"pct": 0–100, "message": "..."}`.
+    pub progress: Option<serde_json::Value>,
     /// A cancel reached the running attempt (live state from Redis; never stored in Postgres).
     pub cancel_requested: bool,
 }
@@ -77,7 +79,7 @@ pub struct AttemptRecord {
     pub logs: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group, result, expires_at";
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group, result, expires_at, progress";
 
 /// Filters of a task listing; all optional, combined with AND. Newest first.
 #[derive(Debug, Clone, Default)]
@@ -394,6 +396,7 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         group: r.get("task_group"),
         result: r.get("result"),
         expires_at: r.get("expires_at"),
+        progress: r.get("progress"),
         cancel_requested: false,
     }
 }

@@ -93,3 +93,47 @@ async fn the_deadline_survives_the_redis_loss_rebuild() {
     assert_eq!(ex, Some(at.timestamp_millis()));
     env.cleanup().await;
 }
+
+/// Reports progress halfway, then finishes after a while.
+struct Halfway;
+
+impl chronos_workers::Handler for Halfway {
+    fn kind(&self) -> &'static str {
+        "halfway"
+    }
+    async fn handle(&self, ctx: chronos_workers::TaskContext, _task: chronos_workers::Task) -> Result<(), chronos_workers::HandlerError> {
+        ctx.progress(10, "starting");
+        ctx.progress(50, "halfway: 5 of 10 pages rendered");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn progress_reported_by_a_handler_shows_while_it_runs_and_stays_with_the_task() {
+    let env = TestEnv::new().await;
+    let api = start_api(&env, None).await;
+    let mut registry = diag_registry();
+    registry.register(Halfway).unwrap();
+    let mut cfg = worker_config(&["default"]);
+    cfg.lease = Duration::from_millis(600); // a heartbeat every 200 ms
+    let worker = start_worker(&env, registry, cfg, None);
+    let s = env.client.enqueue_batch(vec![NewTask::new("halfway", json!({}))]).await.unwrap();
+    let id = s[0].id;
+    let want = json!({"pct": 50, "message": "halfway: 5 of 10 pages rendered"});
+    let mut seen_running = false;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let v: serde_json::Value = api.admin(reqwest::Method::GET, &format!("/v1/tasks/{id}")).send().await.unwrap().json().await.unwrap();
+        if v["status"] == "running" && v["progress"] == want {
+            seen_running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen_running, "the API showed the progress while the task ran");
+    wait_until(Duration::from_secs(10), "completed", || async { env.status(id).await == "completed" }).await;
+    assert_eq!(env.store.get_task(id).await.unwrap().unwrap().progress, Some(want), "the last progress stays with the task");
+    worker.stop().await;
+    env.cleanup().await;
+}

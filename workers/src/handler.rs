@@ -141,6 +141,19 @@ impl TaskContext {
         self.state.retry_after()
     }
 
+    /// Report how far the attempt got: `pct` (0–100, clamped) and a short message (cut to 200
+    /// characters). The next heartbeat (every lease third) carries the latest report to Redis,
+    /// where `GET /v1/tasks/{id}` and the dashboard show it, and on to Postgres; reports between
+    /// two beats replace each other, so calling this often costs nothing more.
+    pub fn progress(&self, pct: u8, message: impl Into<String>) {
+        let mut message: String = message.into();
+        if let Some((cut, _)) = message.char_indices().nth(200) {
+            message.truncate(cut);
+        }
+        let json = serde_json::json!({ "pct": pct.min(100), "message": message }).to_string();
+        self.state.set_progress(json);
+    }
+
     /// What this attempt returns if it completes: kept with the task in Postgres and shown as
     /// `result` by `GET /v1/tasks/{id}`. At most [`MAX_RESULT_BYTES`] of JSON; a larger one is
     /// refused with a permanent error (retrying would not shrink it). A later call replaces an

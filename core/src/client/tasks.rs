@@ -61,6 +61,7 @@ impl TaskRecord {
             group: t.group.clone(),
             result: None,
             expires_at: t.expires_at,
+            progress: None,
             cancel_requested: false,
         }
     }
@@ -81,6 +82,9 @@ fn apply_live(v: &mut TaskRecord, f: &HashMap<String, String>) {
         v.last_error = Some(le.clone());
     }
     v.cancel_requested = f.get("cx").map(String::as_str) == Some("1");
+    if let Some(pg) = f.get("pg").and_then(|p| serde_json::from_str(p).ok()) {
+        v.progress = Some(pg);
+    }
     if !st.parse::<Status>().is_ok_and(Status::is_terminal) {
         v.finished_at = None;
     }

@@ -369,14 +369,21 @@ impl Engine {
 
     /// Extend leases; one state per `(id, token)`.
     pub async fn heartbeat(&self, queue: &str, lease: Duration, leases: &[(TaskId, u64)]) -> Result<Vec<LeaseState>> {
+        let with: Vec<(TaskId, u64, Option<String>)> = leases.iter().map(|&(id, tok)| (id, tok, None)).collect();
+        self.heartbeat_with(queue, lease, &with).await
+    }
+
+    /// [`Engine::heartbeat`] carrying each attempt's progress reported since the last beat
+    /// (JSON text; `None` = unchanged).
+    pub async fn heartbeat_with(&self, queue: &str, lease: Duration, leases: &[(TaskId, u64, Option<String>)]) -> Result<Vec<LeaseState>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
         let k = self.keys(queue);
         let mut inv = HEARTBEAT.call(&k);
         inv.arg(lease.as_millis() as u64);
-        for (id, tok) in leases {
-            inv.arg(id.to_string()).arg(tok);
+        for (id, tok, pg) in leases {
+            inv.arg(id.to_string()).arg(tok).arg(pg.as_deref().unwrap_or(""));
         }
         let mut conn = self.conn.clone();
         let r: Vec<i64> = inv.invoke_async(&mut conn).await?;

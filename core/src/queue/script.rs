@@ -118,7 +118,7 @@ script!(ENQUEUE, "enqueue", [Ready, Delayed, Seq, Wake]);
 script!(CLAIM, "claim", [Ready, Delayed, Active, Seq, Token, Outbox, Wake, Paused, Retry]);
 script!(ACK, "ack", [Active, Outbox, Ready, Seq, Wake]);
 script!(FAIL, "fail", [Active, Retry, Dead, Dlq, Outbox, Wake, Delayed, Ready, Seq]);
-script!(HEARTBEAT, "heartbeat", [Active]);
+script!(HEARTBEAT, "heartbeat", [Active, Outbox]);
 script!(CANCEL, "cancel", [Ready, Delayed, Dead, Dlq, Outbox, Retry, Seq, Wake]);
 script!(RETRY_NOW, "retry_now", [Ready, Delayed, Dead, Dlq, Seq, Outbox, Wake, Retry]);
 script!(REAP, "reap", [Active, Ready, Dead, Dlq, Seq, Token, Outbox, Wake]);

@@ -336,6 +336,14 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                         dt { "Backoff" } dd { (backoff_words(&t.backoff)) }
                         dt { "Group" } dd.mono { (t.group.as_deref().unwrap_or("—")) }
                         @if let Some(ex) = t.expires_at { dt { "Expires" } dd { (ui::time(ex)) } }
+                        @if let Some(pg) = &t.progress {
+                            @let pct = pg["pct"].as_u64().unwrap_or(0).min(100);
+                            dt { "Progress" }
+                            dd.progress data-progress=(pct) {
+                                progress max="100" value=(pct) {} " " (pct) "%"
+                                @if let Some(m) = pg["message"].as_str().filter(|m| !m.is_empty()) { span.muted { " · " (m) } }
+                            }
+                        }
                         dt { "Idempotency key" } dd.mono { (t.idempotency_key.as_deref().unwrap_or("—")) }
                         dt { "Created by" } dd.mono { (t.created_by.as_deref().unwrap_or("—")) }
                         @if let Some(sid) = t.schedule_id {

@@ -256,6 +256,10 @@ pub struct TaskView {
     pub result: Option<serde_json::Value>,
     /// No attempt starts after this instant.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The last progress its handler reported, `{"pct": 0–100, "message": "..."}` (live while
+    /// it runs; carried by the worker's heartbeat, so up to a lease third old).
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
 }
 
 impl From<TaskRecord> for TaskView {
@@ -283,6 +287,7 @@ impl From<TaskRecord> for TaskView {
             group: t.group,
             result: t.result,
             expires_at: t.expires_at,
+            progress: t.progress,
         }
     }
 }

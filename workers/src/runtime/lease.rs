@@ -27,10 +27,10 @@ pub(super) async fn run_heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver
             tracing::warn!(error = %e, "could not refresh this worker's entry in the live workers");
         }
         for (queue, leases) in by_queue(&shared) {
-            match shared.engine.heartbeat(&queue, shared.cfg.lease, &leases).await {
+            match shared.engine.heartbeat_with(&queue, shared.cfg.lease, &leases).await {
                 Ok(states) => {
                     let inflight = shared.inflight.lock().unwrap();
-                    for ((id, _), st) in leases.iter().zip(states) {
+                    for ((id, _, _), st) in leases.iter().zip(states) {
                         let Some(f) = inflight.get(id) else { continue };
                         match st {
                             LeaseState::Extended => {}
@@ -51,10 +51,11 @@ pub(super) async fn run_heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver
     }
 }
 
-fn by_queue(shared: &Shared) -> HashMap<String, Vec<(TaskId, u64)>> {
-    let mut out: HashMap<String, Vec<(TaskId, u64)>> = HashMap::new();
+/// Each queue's leases, with the progress each attempt reported since the last beat.
+fn by_queue(shared: &Shared) -> HashMap<String, Vec<(TaskId, u64, Option<String>)>> {
+    let mut out: HashMap<String, Vec<(TaskId, u64, Option<String>)>> = HashMap::new();
     for (id, f) in shared.inflight.lock().unwrap().iter() {
-        out.entry(f.queue.clone()).or_default().push((*id, f.token));
+        out.entry(f.queue.clone()).or_default().push((*id, f.token, f.state.take_progress()));
     }
     out
 }

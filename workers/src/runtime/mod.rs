@@ -60,12 +60,23 @@ pub(crate) struct AttemptState {
     retry_after_ms: AtomicU64,
     /// What the handler returned ([`crate::TaskContext::set_result`]), as JSON text.
     result: std::sync::Mutex<Option<String>>,
+    /// Progress reported since the last heartbeat ([`crate::TaskContext::progress`]), as JSON
+    /// text; the heartbeat takes it, so a handler reporting often costs one write per beat.
+    progress: std::sync::Mutex<Option<String>>,
 }
 
 impl AttemptState {
     pub(crate) fn set_retry_after(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
         self.retry_after_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_progress(&self, json: String) {
+        *self.progress.lock().unwrap() = Some(json);
+    }
+
+    pub(crate) fn take_progress(&self) -> Option<String> {
+        self.progress.lock().unwrap().take()
     }
 
     pub(crate) fn set_result(&self, json: String) {
