@@ -12,6 +12,8 @@
 //!   tasks, leases the highest priority), `ack`, `fail` (the retry decision), `heartbeat`,
 //!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the rebuild). Every change of
 //!   a running task is guarded by the lease's fencing token.
+//!   `queue/conn.rs` is one Redis node or a Redis Cluster behind one connection type (several
+//!   seeds in `REDIS_URL`, or `CHRONOS_REDIS_CLUSTER=1`); commands over several queues go per slot.
 //! - [`store`] — Postgres: task rows (written before enqueue returns), attempts, idempotency keys.
 //! - [`audit`] — the audit writer, the outbox drain: Redis stream → Postgres in batches, acked
 //!   after commit. It runs wherever [`services`] is started with it: in every `chronos worker`
