@@ -154,6 +154,58 @@ ensure_redis() {
   fi
 }
 
+# A Redis Cluster on loopback for the cluster test pass and the cluster chaos scenario: three
+# masters and three replicas on ports CHRONOS_REDIS_CLUSTER_PORT .. +5 (7001–7006 by default),
+# without persistence, data under $CHRONOS_CACHE/redis-cluster. A healthy cluster already on
+# those ports is reused as is; one this shell starts is stopped by `cleanup`. Exports
+# CHRONOS_REDIS_CLUSTER_URL, the seeds as REDIS_URL takes them (comma-separated).
+ensure_redis_cluster() {
+  local base=${CHRONOS_REDIS_CLUSTER_PORT:-7001} port ports=() seeds=() up=0
+  for ((port = base; port < base + 6; port++)); do
+    ports+=("$port")
+    seeds+=("redis://127.0.0.1:$port")
+  done
+  CHRONOS_REDIS_CLUSTER_URL=$(IFS=,; echo "${seeds[*]}")
+  export CHRONOS_REDIS_CLUSTER_URL
+  cluster_ok() {
+    local info
+    info=$(redis-cli -h 127.0.0.1 -p "$base" cluster info 2>/dev/null) || return 1
+    [[ $info == *cluster_state:ok* && $info == *cluster_known_nodes:6* ]]
+  }
+  if cluster_ok; then
+    return 0
+  fi
+  for port in "${ports[@]}"; do
+    [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] && up=$((up + 1))
+  done
+  if ((up > 0)); then
+    # Nodes of a cluster that is still electing a new master (after a failover) get a moment.
+    wait_until 15 "the Redis Cluster on 127.0.0.1:${ports[0]}-${ports[5]} (some nodes answer but the cluster is not ok; stop them to start afresh)" cluster_ok
+    return 0
+  fi
+  log "starting a Redis Cluster (3 masters, 3 replicas) on 127.0.0.1:${ports[0]}-${ports[5]} (data and logs: $CHRONOS_CACHE/redis-cluster)"
+  local dir addrs=()
+  for port in "${ports[@]}"; do
+    dir=$CHRONOS_CACHE/redis-cluster/$port
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    # A short node timeout: a killed master's replica takes over within a few seconds.
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"
+    addrs+=("127.0.0.1:$port")
+  done
+  for port in "${ports[@]}"; do
+    dir=$CHRONOS_CACHE/redis-cluster/$port
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    wait_until 20 "redis-server on 127.0.0.1:$port (see $dir/redis.log)" bash -c '[[ $(redis-cli -h 127.0.0.1 -p "$1" ping) == PONG && -s $2 ]]' _ "$port" "$dir/redis.pid"
+    track_pid "$(<"$dir/redis.pid")"
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$CHRONOS_CACHE/redis-cluster/create.log" 2>&1 ||
+    die "redis-cli --cluster create failed; see $CHRONOS_CACHE/redis-cluster/create.log"
+  wait_until 30 "the Redis Cluster on 127.0.0.1:${ports[0]}-${ports[5]} to be ok" cluster_ok
+}
+
 ensure_postgres() {
   export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/chronos}
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -285,10 +337,10 @@ ensure_dashboard_e2e() {
 
 # Direct invocation: run the named ensure_* steps and leave what they started running.
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
-  (($#)) || die "usage: $0 ensure_packages|ensure_redis|ensure_postgres|ensure_moto|ensure_venv|ensure_compose ..."
+  (($#)) || die "usage: $0 ensure_packages|ensure_redis|ensure_redis_cluster|ensure_postgres|ensure_moto|ensure_venv|ensure_compose ..."
   for step in "$@"; do
     case $step in
-      ensure_packages | ensure_redis | ensure_postgres | ensure_moto | ensure_venv | ensure_compose) "$step" ;;
+      ensure_packages | ensure_redis | ensure_redis_cluster | ensure_postgres | ensure_moto | ensure_venv | ensure_compose) "$step" ;;
       *) die "unknown step: $step" ;;
     esac
   done

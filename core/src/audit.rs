@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamReadReply};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::queue::Engine;
+use crate::queue::{BlockingConnection, Engine};
 use crate::store::Store;
 
 const GROUP: &str = "audit";
@@ -272,7 +271,7 @@ impl AuditWriter {
     /// Apply one batch: this consumer's unacked entries first (left by a failed commit), then
     /// entries another writer orphaned, then new ones, blocking up to `block` for them.
     /// Returns how many entries were written to Postgres.
-    pub async fn drain_once(&self, conn: &mut MultiplexedConnection, block: Duration) -> Result<usize> {
+    pub async fn drain_once(&self, conn: &mut BlockingConnection, block: Duration) -> Result<usize> {
         let queues = self.engine.queues().await?;
         if queues.is_empty() {
             tokio::time::sleep(block).await;
@@ -310,24 +309,34 @@ impl AuditWriter {
         self.apply(new).await
     }
 
+    /// One XREADGROUP over `streams`; on a cluster one per slot group, each blocking for its
+    /// share of `block` and the rest, once one found entries, not blocking at all.
     async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut BlockingConnection,
         streams: &[String],
         from: &str,
         block: Option<Duration>,
     ) -> Result<Vec<(String, Vec<StreamId>)>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(self.batch);
-        if let Some(b) = block {
-            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+        let groups = self.engine.slot_groups(streams.iter().collect(), |s| s.as_str());
+        let block = block.map(|b| (b.as_millis() as u64 / groups.len().max(1) as u64).max(1));
+        let mut out: Vec<(String, Vec<StreamId>)> = Vec::new();
+        for group in groups {
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(self.batch);
+            if let Some(b) = block
+                && out.iter().all(|(_, ids)| ids.is_empty())
+            {
+                cmd.arg("BLOCK").arg(b);
+            }
+            cmd.arg("STREAMS").arg(&group);
+            for _ in &group {
+                cmd.arg(from);
+            }
+            let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+            out.extend(reply.map(|r| r.keys.into_iter().map(|k| (k.key, k.ids)).collect::<Vec<_>>()).unwrap_or_default());
         }
-        cmd.arg("STREAMS").arg(streams);
-        for _ in streams {
-            cmd.arg(from);
-        }
-        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
-        Ok(reply.map(|r| r.keys.into_iter().map(|k| (k.key, k.ids)).collect()).unwrap_or_default())
+        Ok(out)
     }
 
     async fn apply(&self, entries: Vec<(String, Vec<StreamId>)>) -> Result<usize> {
@@ -343,17 +352,16 @@ impl AuditWriter {
             return Ok(0);
         }
         self.write(&batch).await?;
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::new();
         for (stream, ids) in &entries {
             if ids.is_empty() {
                 continue;
             }
             let idv: Vec<&str> = ids.iter().map(|e| e.id.as_str()).collect();
-            pipe.cmd("XACK").arg(stream).arg(GROUP).arg(&idv).ignore();
-            pipe.cmd("XDEL").arg(stream).arg(&idv).ignore();
+            cmds.push((stream.clone(), redis::cmd("XACK").arg(stream).arg(GROUP).arg(&idv).to_owned()));
+            cmds.push((stream.clone(), redis::cmd("XDEL").arg(stream).arg(&idv).to_owned()));
         }
-        let mut conn = self.engine.connection();
-        let _: () = pipe.query_async(&mut conn).await?;
+        self.engine.pipeline_per_slot(cmds).await?;
         if batch.dead > 0 {
             self.dead_seen.notify_waiters();
             self.dead_seen.notify_one();

@@ -77,6 +77,10 @@ pub fn parse_var<T>(name: &'static str, default: T, what: &str, parse: impl FnOn
 /// The address in a store URL, for messages: host and port (or a socket path), never the user
 /// or password.
 pub fn url_address(url: &str) -> String {
+    if url.contains(',') {
+        // A Redis Cluster's seeds.
+        return url.split(',').map(|seed| url_address(seed.trim())).collect::<Vec<_>>().join(",");
+    }
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = if url.starts_with("unix://") { rest } else { &rest[..end] };
@@ -90,6 +94,11 @@ impl CoreConfig {
         let redis_url = var("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.into());
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://") || redis_url.starts_with("unix://")) {
             return Err(ConfigError { var: "REDIS_URL", message: "must start with redis://, rediss:// or unix://".into() });
+        }
+        if let Some(v) = var(crate::queue::conn::CLUSTER_ENV)
+            && !matches!(v.trim(), "" | "0" | "1" | "true" | "false" | "yes" | "no")
+        {
+            return Err(ConfigError { var: crate::queue::conn::CLUSTER_ENV, message: "must be 1 or 0".into() });
         }
         let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
@@ -150,5 +159,6 @@ mod tests {
         assert_eq!(url_address("postgres://chronos:s3cret@db.internal:5432/chronos?sslmode=disable"), "db.internal:5432");
         assert_eq!(url_address("redis://127.0.0.1:6379"), "127.0.0.1:6379");
         assert_eq!(url_address("unix:///run/redis.sock"), "/run/redis.sock");
+        assert_eq!(url_address("redis://10.0.0.1:7001, redis://:pw@10.0.0.2:7002"), "10.0.0.1:7001,10.0.0.2:7002");
     }
 }

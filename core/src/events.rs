@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -30,7 +29,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{Status, TaskId};
-use crate::queue::Engine;
+use crate::queue::{BlockingConnection, Engine};
 
 /// How long one `XREAD` blocks; also bounds how late a new queue is noticed.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -196,7 +195,7 @@ impl EventReader {
     /// is the receivers' business: the reader never waits for them. Redis errors are logged
     /// and the connection is made again.
     pub async fn run(mut self, tx: broadcast::Sender<std::sync::Arc<Batch>>, mut stop: watch::Receiver<bool>) {
-        let mut conn: Option<MultiplexedConnection> = None;
+        let mut conn: Option<BlockingConnection> = None;
         while !*stop.borrow() {
             if conn.is_none() {
                 match self.engine.blocking_connection().await {
@@ -228,8 +227,9 @@ impl EventReader {
     }
 
     /// One blocking read over every known queue's outbox: the events found, in stream order
-    /// per queue, and the queues where entries went by unseen.
-    pub async fn read_once(&mut self, conn: &mut MultiplexedConnection) -> Result<Batch> {
+    /// per queue, and the queues where entries went by unseen. On a cluster one XREAD per slot
+    /// group, each blocking for its share of the wait until one finds something.
+    pub async fn read_once(&mut self, conn: &mut BlockingConnection) -> Result<Batch> {
         if self.listed.is_none_or(|t| t.elapsed() >= RELIST) {
             self.relist(conn).await?;
         }
@@ -237,19 +237,26 @@ impl EventReader {
             tokio::time::sleep(BLOCK).await;
             return Ok(Batch::default());
         }
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(COUNT).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
         let keys: Vec<String> = self.cursors.keys().cloned().collect();
-        for k in &keys {
-            cmd.arg(k);
+        let groups = self.engine.slot_groups(keys.clone(), |k| k);
+        let block = (BLOCK.as_millis() as u64 / groups.len() as u64).max(1);
+        let mut streams = Vec::new();
+        for group in &groups {
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT").arg(COUNT);
+            if streams.is_empty() {
+                cmd.arg("BLOCK").arg(block);
+            }
+            cmd.arg("STREAMS").arg(group);
+            for k in group {
+                cmd.arg(&self.cursors[k].last);
+            }
+            let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+            streams.extend(reply.map(|r| r.keys).unwrap_or_default());
         }
-        for k in &keys {
-            cmd.arg(&self.cursors[k].last);
-        }
-        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
         let mut out = Batch::default();
         let mut read = HashMap::new();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+        for stream in streams {
             let Some(c) = self.cursors.get_mut(&stream.key) else { continue };
             for entry in &stream.ids {
                 out.events.extend(decode(&c.queue, &entry.map));
@@ -266,15 +273,12 @@ impl EventReader {
     /// entry added and not read was deleted unseen.
     async fn count_missed(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut BlockingConnection,
         keys: &[String],
         read: &HashMap<String, u64>,
     ) -> Result<Vec<(String, u64)>> {
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("XINFO").arg("STREAM").arg(k);
-        }
-        let Ok(infos) = pipe.query_async::<Vec<Value>>(conn).await else { return Ok(Vec::new()) };
+        let cmds = keys.iter().map(|k| (k.clone(), redis::cmd("XINFO").arg("STREAM").arg(k).to_owned())).collect();
+        let Ok(infos) = self.engine.pipeline_per_slot(cmds).await else { return Ok(Vec::new()) };
         let mut missed = Vec::new();
         for (k, info) in keys.iter().zip(infos) {
             let (Some(added), Some(last)) = (field_u64(&info, "entries-added"), field_str(&info, "last-generated-id")) else { continue };
@@ -304,7 +308,7 @@ impl EventReader {
 
     /// Learn queues registered since the last look; a new queue's stream is followed from its
     /// last generated entry (or from the start when it has none yet: every entry is new).
-    async fn relist(&mut self, conn: &mut MultiplexedConnection) -> Result<()> {
+    async fn relist(&mut self, conn: &mut BlockingConnection) -> Result<()> {
         self.listed = Some(Instant::now());
         for q in self.engine.queues().await? {
             let key = self.engine.keys(&q).outbox;

@@ -10,8 +10,10 @@
 //!   `queue/scripts/` holds `lib.lua` (clock, ready score, key names, backoff, overlap guard —
 //!   prepended to every script) and one file per transition: `enqueue`, `claim` (promotes due
 //!   tasks, leases the highest priority), `ack`, `fail` (the retry decision), `heartbeat`,
-//!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the rebuild). Every change of
+//!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the rebuild), `limits`. Every change of
 //!   a running task is guarded by the lease's fencing token.
+//!   `queue/conn.rs` is one Redis node or a Redis Cluster behind one connection type (several
+//!   seeds in `REDIS_URL`, or `CHRONOS_REDIS_CLUSTER=1`); commands over several queues go per slot.
 //! - [`limits`] — queue limits (concurrency, rate, per group), decided in `claim.lua`; groups
 //!   take turns. Recorded in Postgres, copied into Redis (`limits.lua`), restored by the rebuild.
 //! - [`store`] — Postgres: task rows (written before enqueue returns), attempts, idempotency keys.

@@ -129,11 +129,15 @@ async fn pause_claims(engine: &Engine, queues: &[String]) -> Result<()> {
     if queues.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for q in queues {
-        pipe.cmd("SET").arg(engine.keys(q).paused).arg(REBUILD_PAUSE).arg("NX").arg("PX").arg(REBUILD_LOCK.as_millis() as u64).ignore();
-    }
-    let _: () = pipe.query_async(&mut engine.connection()).await?;
+    let cmds = queues
+        .iter()
+        .map(|q| {
+            let key = engine.keys(q).paused;
+            let cmd = redis::cmd("SET").arg(&key).arg(REBUILD_PAUSE).arg("NX").arg("PX").arg(REBUILD_LOCK.as_millis() as u64).to_owned();
+            (key, cmd)
+        })
+        .collect();
+    engine.pipeline_per_slot(cmds).await?;
     Ok(())
 }
 
@@ -156,14 +160,14 @@ async fn drain(engine: &Engine, queues: &[String]) -> Result<bool> {
         return Ok(true);
     }
     let deadline = tokio::time::Instant::now() + REBUILD_DRAIN;
-    let mut conn = engine.connection();
     loop {
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(queues.len() * 2);
         for q in queues {
             let k = engine.keys(q);
-            pipe.zcard(&k.active).cmd("XLEN").arg(&k.outbox);
+            cmds.push((k.active.clone(), redis::cmd("ZCARD").arg(&k.active).to_owned()));
+            cmds.push((k.outbox.clone(), redis::cmd("XLEN").arg(&k.outbox).to_owned()));
         }
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let counts: Vec<u64> = engine.pipeline_per_slot(cmds).await?.into_iter().map(|v| redis::from_redis_value(v).unwrap_or(0)).collect();
         if counts.iter().step_by(2).any(|n| *n > 0) {
             // A lease whose worker died counts until it expires; requeue it then (the queue
             // stays paused, and the rebuild leaves a task that is in Redis alone).

@@ -26,8 +26,15 @@ use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The Redis the tests use: `CHRONOS_TEST_REDIS_URL` (e.g. a Redis Cluster's seeds, for the
+/// cluster pass of `scripts/test`), else `REDIS_URL`, else the local default.
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    std::env::var("CHRONOS_TEST_REDIS_URL").or_else(|_| std::env::var("REDIS_URL")).unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Whether the tests run against a Redis Cluster (see [`redis_url`]).
+pub fn on_cluster() -> bool {
+    redis_url().contains(',') || std::env::var("CHRONOS_REDIS_CLUSTER").is_ok_and(|v| v == "1")
 }
 
 /// The server-level URL used to create and drop per-test databases.

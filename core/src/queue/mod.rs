@@ -8,20 +8,25 @@
 //!   file per transition: `enqueue`, `claim`, `ack`, `fail` (the retry decision), `heartbeat`,
 //!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the Redis-loss rebuild),
 //!   `purge_dead` (retention).
+//! - [`conn`] — one Redis node or a Redis Cluster behind one connection type; on a cluster,
+//!   commands over several queues are grouped per slot ([`Engine::slot_groups`]).
 
+pub mod conn;
 mod presence;
 pub mod script;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
+use redis::cluster_routing::Slot;
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::keys::{QueueKeys, queues_set, queues_wake};
 use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
+use conn::Target;
+pub use conn::{BlockingConnection, Connection};
 pub use presence::WorkerPresence;
 use script::{
     ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, LIMITS, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected,
@@ -135,21 +140,44 @@ pub enum Woken {
 /// Handle to the queue engine; cheap to clone (one multiplexed, self-reconnecting connection).
 #[derive(Clone)]
 pub struct Engine {
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: Connection,
     namespace: String,
 }
 
 impl Engine {
-    /// Connect to Redis. `namespace` prefixes every key (tests use a fresh one each).
+    /// Connect to Redis. `namespace` prefixes every key (tests use a fresh one each). `url`
+    /// with several comma-separated seeds, or `CHRONOS_REDIS_CLUSTER=1`, means a Redis Cluster.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client.clone(), cfg).await?;
-        Ok(Engine { client, conn, namespace: namespace.to_owned() })
+        let (target, conn) = Target::connect(url, conn::cluster_from_env()).await?;
+        Ok(Engine { target, conn, namespace: namespace.to_owned() })
+    }
+
+    /// Whether this engine talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
+    }
+
+    /// `items` split so that each group's keys (`key` of each item) share a cluster slot, in
+    /// the order of their first appearance; on one node, one group of everything. A command
+    /// or pipeline over one group's keys is legal on a cluster.
+    pub fn slot_groups<T>(&self, items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+        if !self.is_cluster() {
+            return if items.is_empty() { Vec::new() } else { vec![items] };
+        }
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut groups: Vec<Vec<T>> = Vec::new();
+        for item in items {
+            let slot = Slot::for_key(key(&item));
+            match slots.iter().position(|s| *s == slot) {
+                Some(i) => groups[i].push(item),
+                None => {
+                    slots.push(slot);
+                    groups.push(vec![item]);
+                }
+            }
+        }
+        groups
     }
 
     pub fn namespace(&self) -> &str {
@@ -160,15 +188,36 @@ impl Engine {
         QueueKeys::new(&self.namespace, queue)
     }
 
+    /// Send `cmds`, each beside the key that routes it, as one pipeline on one node and as one
+    /// pipeline per slot on a cluster; the replies in the order of `cmds`.
+    pub async fn pipeline_per_slot(&self, cmds: Vec<(String, redis::Cmd)>) -> Result<Vec<Value>> {
+        let n = cmds.len();
+        let mut conn = self.conn.clone();
+        let mut out = vec![Value::Nil; n];
+        for group in self.slot_groups(cmds.into_iter().enumerate().collect(), |(_, (k, _))| k) {
+            let mut pipe = redis::pipe();
+            let mut at = Vec::with_capacity(group.len());
+            for (i, (_, cmd)) in group {
+                pipe.add_command(cmd);
+                at.push(i);
+            }
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+            for (i, v) in at.into_iter().zip(replies) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
     /// A connection of its own for blocking commands (BLPOP, XREADGROUP BLOCK), which would
-    /// stall every other caller of a shared multiplexed connection.
-    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
-        let cfg = AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(Duration::from_secs(5)));
-        Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
+    /// stall every other caller of a shared multiplexed connection. On a cluster, block on
+    /// one slot group's keys per connection.
+    pub async fn blocking_connection(&self) -> Result<BlockingConnection> {
+        self.target.blocking().await
     }
 
     /// The shared connection, for callers that need a plain command.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.conn.clone()
     }
 
@@ -186,6 +235,10 @@ impl Engine {
         // Its reply (how many queues are new) is read, not ignored: a new queue wakes the `*`
         // workers, with one more command only then (see `announce_new_queues`).
         pipe.sadd(queues_set(&self.namespace), &names);
+        // On a cluster the set lives in a slot of its own and each queue in its own: one
+        // pipeline per queue after the SADD (see `enqueue_per_queue`).
+        let cluster = self.is_cluster();
+        let mut per_queue = Vec::new();
         let mut order = Vec::new();
         for (queue, idx) in &by_queue {
             let k = self.keys(queue);
@@ -217,18 +270,17 @@ impl Engine {
                     cmd.arg(p.task.group.as_deref().unwrap_or(""));
                     cmd.arg(p.task.expires_at.map_or(0, |t| t.timestamp_millis().max(1)));
                 }
-                // Pipelined EVALSHA; the scripts are loaded first so NOSCRIPT cannot happen.
-                pipe.add_command(cmd);
+                // Pipelined EVALSHA, loaded again if a server answers NOSCRIPT.
+                if cluster {
+                    per_queue.push(cmd);
+                } else {
+                    pipe.add_command(cmd);
+                }
                 order.push(chunk.to_vec());
             }
         }
-        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                ENQUEUE.script().prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
-            }
-            r => r?,
-        };
+        let replies: Vec<Value> =
+            if cluster { self.enqueue_per_queue(pipe, per_queue).await? } else { query_loading(&mut conn, &pipe).await? };
         let mut replies = replies.into_iter();
         if let Some(Value::Int(added)) = replies.next()
             && added > 0
@@ -244,6 +296,19 @@ impl Engine {
                 let created = r.int()? == 1;
                 out[i] = (id, created);
             }
+        }
+        Ok(out)
+    }
+
+    /// The cluster form of the enqueue pipeline: the SADD, then each script call (a chunk of
+    /// one queue: one slot) on its own; the replies in the same order as one pipeline's.
+    async fn enqueue_per_queue(&self, sadd: redis::Pipeline, calls: Vec<redis::Cmd>) -> Result<Vec<Value>> {
+        let mut conn = self.conn.clone();
+        let mut out: Vec<Value> = sadd.query_async(&mut conn).await?;
+        for cmd in calls {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            out.extend(query_loading(&mut conn, &pipe).await?);
         }
         Ok(out)
     }
@@ -517,8 +582,16 @@ impl Engine {
         } else {
             pipe.del(&k.paused).ignore().lpush(&k.wake, 1).ignore();
         }
-        pipe.sadd(queues_set(&self.namespace), queue);
-        let (added,): (i64,) = pipe.query_async(&mut conn).await?;
+        let sadd = redis::cmd("SADD").arg(queues_set(&self.namespace)).arg(queue).to_owned();
+        let added: i64 = if self.is_cluster() {
+            // The set is in a slot of its own.
+            let _: () = pipe.query_async(&mut conn).await?;
+            sadd.query_async(&mut conn).await?
+        } else {
+            pipe.add_command(sadd);
+            let (added,): (i64,) = pipe.query_async(&mut conn).await?;
+            added
+        };
         if added > 0 {
             self.announce_new_queues().await?;
         }
@@ -578,37 +651,53 @@ impl Engine {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (queue, id) in tasks {
-            pipe.cmd("HGETALL").arg(self.keys(queue).task(&id.to_string()));
+        let keys: Vec<(usize, String)> = tasks.iter().map(|(queue, id)| self.keys(queue).task(&id.to_string())).enumerate().collect();
+        let mut out = vec![HashMap::new(); tasks.len()];
+        for group in self.slot_groups(keys, |(_, k)| k) {
+            let mut pipe = redis::pipe();
+            for (_, key) in &group {
+                pipe.cmd("HGETALL").arg(key);
+            }
+            let mut conn = self.conn.clone();
+            let fields: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            for ((i, _), f) in group.into_iter().zip(fields) {
+                out[i] = f;
+            }
         }
-        let mut conn = self.conn.clone();
-        Ok(pipe.query_async(&mut conn).await?)
+        Ok(out)
     }
 
-    /// Block on `conn` until new work may be available in any of `queues` (and, with
-    /// `new_queues`, until a queue is added to `<ns>:queues`), or `timeout` passes.
-    pub async fn wait_for_work(
-        &self,
-        conn: &mut MultiplexedConnection,
-        queues: &[String],
-        new_queues: bool,
-        timeout: Duration,
-    ) -> Result<Woken> {
-        let mut cmd = redis::cmd("BLPOP");
-        for q in queues {
-            cmd.arg(self.keys(q).wake);
-        }
-        let new_key = queues_wake(&self.namespace);
+    /// The lists a worker serving `queues` blocks on (with `new_queues`, also
+    /// `<ns>:queues:wake`), in groups that one BLPOP each may wait on: one group on one node,
+    /// one per slot on a cluster (a cross-slot BLPOP is refused there).
+    pub fn wait_groups(&self, queues: &[String], new_queues: bool) -> Vec<Vec<String>> {
+        let mut keys: Vec<String> = queues.iter().map(|q| self.keys(q).wake).collect();
         if new_queues {
-            cmd.arg(&new_key);
+            keys.push(queues_wake(&self.namespace));
         }
-        cmd.arg(timeout.as_secs_f64().max(0.01));
-        let r: Option<(String, String)> = cmd.query_async(conn).await?;
+        self.slot_groups(keys, |k| k)
+    }
+
+    /// Block on `conn` until one of `wake_keys` (a group of [`Engine::wait_groups`]) has a
+    /// token, or `timeout` passes.
+    pub async fn wait_for_work(&self, conn: &mut BlockingConnection, wake_keys: &[String], timeout: Duration) -> Result<Woken> {
+        let r: Option<(String, String)> = redis::cmd("BLPOP").arg(wake_keys).arg(timeout.as_secs_f64().max(0.01)).query_async(conn).await?;
         Ok(match r {
             None => Woken::Timeout,
-            Some((key, _)) if key == new_key => Woken::NewQueue,
+            Some((key, _)) if key == queues_wake(&self.namespace) => Woken::NewQueue,
             Some(_) => Woken::Work,
         })
+    }
+}
+
+/// Send `pipe` (of script calls by SHA); a server that answers NOSCRIPT (a restarted node, a
+/// replica promoted in a failover) gets the scripts loaded and the pipeline again.
+async fn query_loading(conn: &mut Connection, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            ENQUEUE.script().prepare_invoke().load_async(conn).await?;
+            Ok(pipe.query_async(conn).await?)
+        }
+        r => Ok(r?),
     }
 }

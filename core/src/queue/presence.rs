@@ -39,7 +39,7 @@ impl WorkerPresence {
 /// chain through the idle `*` workers (see [`Engine::announce_new_queues`]).
 const NEW_QUEUE_TOKENS: isize = 8;
 
-async fn redis_now_ms(conn: &mut redis::aio::ConnectionManager) -> Result<i64> {
+async fn redis_now_ms(conn: &mut super::Connection) -> Result<i64> {
     let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     Ok(s * 1000 + us / 1000)
 }

@@ -552,7 +552,168 @@ async fn sqs_cut(o: &Opts) -> Result<Figures> {
     Ok(f)
 }
 
-const SCENARIOS: &[&str] = &["sigkill", "redis-restart-aof", "redis-restart-empty", "flushall", "sqs-cut"];
+/// 6. `sigkill` on a Redis Cluster of the scenario's own (3 masters, 3 replicas on free ports,
+///    node timeout 2 s): three workers, one SIGKILLed every second; a third of the way through
+///    a replica takes over its master (`CLUSTER FAILOVER`), two thirds through another master
+///    is SIGKILLed (its replica is promoted; the killed node comes back 5 s later and rejoins
+///    as a replica). The tasks spread over queues on every master.
+async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
+    let n = if o.quick { 2_000 } else { 20_000 };
+    let args = [
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+    ];
+    let mut nodes: Vec<RedisProc> = (0..6).map(|_| RedisProc::start(&args)).collect::<Result<_>>()?;
+    let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .context("redis-cli --cluster create")?;
+    if !created.success() {
+        bail!("redis-cli --cluster create failed");
+    }
+    let cli = |port: u16, args: &[&str]| -> String {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let role = |port: u16| cli(port, &["role"]).lines().next().unwrap_or_default().to_owned();
+    let healthy = |ports: &[u16]| ports.iter().all(|p| cli(*p, &["cluster", "info"]).contains("cluster_state:ok"));
+    let ports: Vec<u16> = nodes.iter().map(|r| r.port).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !healthy(&ports) {
+        if Instant::now() > deadline {
+            bail!("the scenario's Redis Cluster did not become ok");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seeds = addrs.iter().map(|a| format!("redis://{a}")).collect::<Vec<_>>().join(",");
+
+    // `Env::new` with the cluster's seeds; `Env::redis` is the first node (left running).
+    let first = nodes.remove(0);
+    let admin_url = chronos_tests::admin_database_url();
+    let database = format!("chronos_chaos_{:08x}", rand::random::<u32>());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("connect to Postgres")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
+    let _ = admin.close().await;
+    let database_url = format!("{}/{database}", &admin_url[..admin_url.rfind('/').context("DATABASE_URL")?]);
+    let store = Store::connect(&database_url).await?;
+    store.migrate().await?;
+    let namespace = format!("chaos{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let engine = Engine::connect(&seeds, &namespace).await?;
+    chronos_core::reconcile::ensure_redis_state(&engine, &store, "chaos").await?;
+    let client = Chronos::new(engine.clone(), store.clone(), 256 * 1024, Duration::from_secs(3600));
+    let env = Env {
+        bin: o.chronos_bin.clone(),
+        redis: first,
+        database,
+        database_url,
+        admin_url,
+        namespace,
+        store,
+        client,
+        aws_endpoint: chronos_tests::aws_endpoint(),
+    };
+
+    // One queue per master (by the slot of its hash tag), the tasks dealt over them.
+    let mut queues: Vec<String> = Vec::new();
+    let mut thirds = [false; 3];
+    let mut conn = engine.connection();
+    for i in 0.. {
+        let q = format!("{QUEUE}{i}");
+        let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&q).query_async(&mut conn).await?;
+        let third = (slot as usize * 3 / 16384).min(2);
+        if !thirds[third] {
+            thirds[third] = true;
+            queues.push(q);
+        }
+        if thirds.iter().all(|t| *t) {
+            break;
+        }
+    }
+    let (port, hits) = start_hit_server().await?;
+    let mut accepted = 0;
+    for (qi, q) in queues.iter().enumerate() {
+        let batch: Vec<NewTask> = (0..n)
+            .filter(|i| i % 3 == qi as u64)
+            .map(|i| {
+                NewTask::new("http", json!({"url": format!("http://127.0.0.1:{port}/hit"), "body": {"i": i, "ms": 30}}))
+                    .queue(q)
+                    .max_attempts(25)
+                    .backoff(Backoff::fixed(Duration::from_millis(200)))
+            })
+            .collect();
+        for chunk in batch.chunks(500) {
+            accepted += env.client.enqueue_batch(chunk.to_vec()).await?.len() as u64;
+        }
+    }
+    let extra = [("REDIS_URL", seeds.clone()), ("CHRONOS_QUEUES", queues.join(","))];
+    let mut workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}-0"), &extra)).collect::<Result<_>>()?;
+    let mut faults = Vec::new();
+    let (mut kills, mut failed_over, mut master_killed) = (0usize, None, None);
+    let mut restarted = false;
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = env.counts().await?;
+        let terminal: i64 = ["completed", "cancelled", "dead"].iter().map(|s| c.get(*s).copied().unwrap_or(0)).sum();
+        if terminal as u64 >= accepted || start.elapsed() > settle_limit(o) {
+            break;
+        }
+        if failed_over.is_none() && terminal as u64 >= accepted / 3 {
+            // A replica takes over its master, both alive: the planned failover.
+            if let Some(r) = nodes.iter().find(|r| role(r.port) == "slave") {
+                cli(r.port, &["cluster", "failover"]);
+                failed_over = Some(r.port);
+                faults.push(Instant::now());
+            }
+        } else if master_killed.is_none() && failed_over.is_some() && terminal as u64 >= accepted * 2 / 3 {
+            // A master dies without warning (not the one just promoted): its replica is elected.
+            if let Some(i) = nodes.iter().position(|r| Some(r.port) != failed_over && role(r.port) == "master") {
+                nodes[i].kill();
+                master_killed = Some((i, Instant::now()));
+                faults.push(Instant::now());
+            }
+        } else if let Some((i, at)) = master_killed
+            && !restarted
+            && at.elapsed() >= Duration::from_secs(5)
+        {
+            nodes[i].spawn()?;
+            restarted = true;
+        }
+        let i = kills % 3;
+        workers[i].kill().await?;
+        faults.push(Instant::now());
+        kills += 1;
+        workers[i] = env.worker(&format!("w{i}-{kills}"), &extra)?;
+    }
+    let c = env.settle(accepted, Duration::from_secs(10)).await?;
+    let mut f = Figures::from_counts(accepted, &c, &hits, &faults);
+    f.extra.insert("kills".into(), json!(kills));
+    f.extra.insert("failover".into(), json!(failed_over.is_some()));
+    f.extra.insert("master_killed".into(), json!(master_killed.is_some()));
+    f.extra.insert("killed_master_back".into(), json!(restarted));
+    drop(workers);
+    env.cleanup().await;
+    drop(nodes);
+    Ok(f)
+}
+
+const SCENARIOS: &[&str] = &["sigkill", "redis-restart-aof", "redis-restart-empty", "flushall", "sqs-cut", "sigkill-cluster"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -571,6 +732,7 @@ async fn main() -> Result<()> {
             "redis-restart-empty" => redis_restart(&o, &["--save", "", "--appendonly", "no"]).await,
             "flushall" => flushall(&o).await,
             "sqs-cut" => sqs_cut(&o).await,
+            "sigkill-cluster" => sigkill_cluster(&o).await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {name}"))?;

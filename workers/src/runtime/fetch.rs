@@ -12,14 +12,19 @@
 //! learned a new queue from it passes a token on, so the word travels through every idle `*`
 //! worker (BLPOP serves them in the order they blocked) and stops at the first that learns
 //! nothing. A busy worker reads the set at its next idle wait, at most `IDLE_BLOCK` later.
+//!
+//! On a Redis Cluster the wake lists of queues in different slots cannot share one BLPOP: the
+//! worker keeps one blocking wait per slot group ([`Engine::wait_groups`]), each on its own
+//! connection, and is woken by whichever answers first. The others stay armed (a cancelled
+//! BLPOP could take a token and drop it), so each round re-arms only the groups that answered.
+//! On one node there is one group: one BLPOP, as before.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chronos_core::queue::{Engine, Woken};
-use redis::aio::MultiplexedConnection;
+use chronos_core::queue::{BlockingConnection, Engine, Woken};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -43,7 +48,57 @@ struct Round {
     failed: bool,
 }
 
-type Blocker = JoinHandle<(MultiplexedConnection, chronos_core::Result<Woken>)>;
+type Blocker = JoinHandle<(BlockingConnection, chronos_core::Result<Woken>)>;
+
+/// The blocking waits of the served queues: one per slot group, each armed or not.
+struct Waits {
+    /// The queues (and whether `<ns>:queues:wake` too) the groups were made for.
+    made_for: (Vec<String>, bool),
+    groups: Vec<Vec<String>>,
+    blockers: Vec<Option<Blocker>>,
+    /// Connections of waits that answered, for the next ones.
+    spare: Vec<BlockingConnection>,
+}
+
+impl Waits {
+    /// Regroup when the served queues changed; the old waits are dropped with their connections.
+    fn serve(&mut self, engine: &Engine, queues: &[String], new_queues: bool) {
+        if self.made_for.0 == queues && self.made_for.1 == new_queues && !self.groups.is_empty() {
+            return;
+        }
+        self.abort();
+        self.groups = engine.wait_groups(queues, new_queues);
+        self.blockers = self.groups.iter().map(|_| None).collect();
+        self.made_for = (queues.to_vec(), new_queues);
+    }
+
+    fn abort(&mut self) {
+        for b in self.blockers.iter_mut().filter_map(Option::take) {
+            b.abort();
+        }
+    }
+
+    /// The first wait to answer: its group's index and what it said.
+    async fn next(&mut self) -> (usize, Result<(BlockingConnection, chronos_core::Result<Woken>), tokio::task::JoinError>) {
+        let r = std::future::poll_fn(|cx| {
+            for (i, b) in self.blockers.iter_mut().enumerate() {
+                if let Some(h) = b
+                    && let std::task::Poll::Ready(r) = std::pin::Pin::new(h).poll(cx)
+                {
+                    return std::task::Poll::Ready((i, r));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        self.blockers[r.0] = None;
+        r
+    }
+
+    fn any_armed(&self) -> bool {
+        self.blockers.iter().any(Option::is_some)
+    }
+}
 
 /// The queues claimed from now: fixed for named queues, the set `<ns>:queues` as last read for `*`.
 struct Served {
@@ -76,8 +131,8 @@ impl Served {
 pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
     tokio::pin!(shutdown);
     let engine = shared.engine.clone();
-    let mut blocker: Option<Blocker> = None;
-    let mut spare_conn = Some(engine.blocking_connection().await?);
+    let mut waits =
+        Waits { made_for: (Vec::new(), false), groups: Vec::new(), blockers: Vec::new(), spare: vec![engine.blocking_connection().await?] };
     let mut error_backoff = MIN_BACKOFF;
     let mut rotate = 0usize;
     let spec = &shared.cfg.queues;
@@ -104,19 +159,30 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
         if round.more && free > 0 {
             continue;
         }
-        if blocker.is_none() && free > 0 {
-            let conn = match spare_conn.take() {
-                Some(c) => c,
-                None => match engine.blocking_connection().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot open blocking connection");
-                        tokio::time::sleep(error_backoff).await;
-                        continue;
-                    }
-                },
-            };
-            blocker = Some(block_for_work(engine.clone(), served.queues.clone(), served.all, conn));
+        if free > 0 {
+            waits.serve(&engine, &served.queues, served.all);
+            let mut failed = false;
+            for i in 0..waits.groups.len() {
+                if waits.blockers[i].is_some() {
+                    continue;
+                }
+                let conn = match waits.spare.pop() {
+                    Some(c) => c,
+                    None => match engine.blocking_connection().await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot open blocking connection");
+                            failed = true;
+                            break;
+                        }
+                    },
+                };
+                waits.blockers[i] = Some(block_for_work(engine.clone(), waits.groups[i].clone(), conn));
+            }
+            if failed {
+                tokio::time::sleep(error_backoff).await;
+                continue;
+            }
         }
         // A slot freed after `free` was read stores a permit in `slot_freed` (notify_one),
         // so the wait below still wakes.
@@ -127,18 +193,12 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
                 None => std::future::pending().await,
             }
         };
-        let woken = async {
-            match blocker.as_mut() {
-                Some(b) => Some(b.await),
-                None => std::future::pending().await,
-            }
-        };
+        let armed = waits.any_armed();
         tokio::select! {
-            r = woken => {
-                blocker = None;
+            (_, r) = waits.next(), if armed => {
                 match r {
-                    Some(Ok((conn, Ok(why)))) => {
-                        spare_conn = Some(conn);
+                    Ok((conn, Ok(why))) => {
+                        waits.spare.push(conn);
                         if served.all && why != Woken::Work && served.refresh(&engine).await && why == Woken::NewQueue {
                             // Pass the word on to the next idle `*` worker (see the module doc).
                             if let Err(e) = engine.announce_new_queues().await {
@@ -146,11 +206,11 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
                             }
                         }
                     }
-                    Some(Ok((_, Err(e)))) => {
+                    Ok((_, Err(e))) => {
                         tracing::warn!(error = %e, "blocking wait failed; reconnecting");
                         tokio::time::sleep(error_backoff).await;
                     }
-                    _ => {}
+                    Err(_) => {}
                 }
             }
             _ = due_sleep => {}
@@ -162,9 +222,7 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
             _ = &mut shutdown => break,
         }
     }
-    if let Some(b) = blocker {
-        b.abort();
-    }
+    waits.abort();
     Ok(())
 }
 
@@ -203,11 +261,11 @@ async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Serv
     round
 }
 
-/// Wait on a connection of its own until new work may be available in any of `queues` (and,
-/// serving `*`, until a queue is added).
-fn block_for_work(engine: Engine, queues: Vec<String>, new_queues: bool, mut conn: MultiplexedConnection) -> Blocker {
+/// Wait on a connection of its own until one of `wake_keys` (one slot group of the served
+/// queues' wake lists, and serving `*`, maybe `<ns>:queues:wake`) has a token.
+fn block_for_work(engine: Engine, wake_keys: Vec<String>, mut conn: BlockingConnection) -> Blocker {
     tokio::spawn(async move {
-        let r = engine.wait_for_work(&mut conn, &queues, new_queues, IDLE_BLOCK).await;
+        let r = engine.wait_for_work(&mut conn, &wake_keys, IDLE_BLOCK).await;
         (conn, r)
     })
 }
