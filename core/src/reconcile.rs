@@ -205,7 +205,7 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
             "SELECT t.id, t.queue, t.name, t.payload::text AS payload, t.priority, t.attempts, t.max_attempts, t.backoff, t.timeout_ms,
                     coalesce(t.idempotency_key, '') AS ik, t.status, (extract(epoch FROM t.run_at) * 1000)::int8 AS ra,
                     coalesce(s.overlap, 'allow') AS overlap, t.schedule_id, coalesce(t.task_group, '') AS grp,
-                    coalesce((extract(epoch FROM t.expires_at) * 1000)::int8, 0) AS ex
+                    coalesce(floor(extract(epoch FROM t.expires_at) * 1000)::int8, 0) AS ex
              FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
              WHERE t.status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND t.id > $1
              ORDER BY t.id LIMIT $2",
