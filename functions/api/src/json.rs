@@ -75,7 +75,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let msg = clean(&inner.to_string());
                 ApiError::validation(field_of(&path, &msg), msg)
             }
-            _ => ApiError::malformed(syntax_error(bytes, &inner)),
+            // serde_json's reader answers a derived enum given a boolean, number or array
+            // (`"jitter": false`) with the syntax error "expected value", though the body is
+            // valid JSON: a body that parses is a wrong type, found again from its tree.
+            _ => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(tree) => type_error::<T>(tree),
+                Err(_) => ApiError::malformed(syntax_error(bytes, &inner)),
+            },
         }
     })?;
     de.end().map_err(|e| ApiError::malformed(syntax_error(bytes, &e)))?;
@@ -86,6 +92,40 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::validation(field, NO_NUL));
     }
     Ok(value)
+}
+
+/// The 422 for a valid JSON `tree` that does not decode as `T`: the field at fault and, for a
+/// field that takes one of a set of names, the names.
+fn type_error<T: DeserializeOwned>(mut tree: serde_json::Value) -> ApiError {
+    let Err(e) = serde_path_to_error::deserialize::<_, Object<T>>(&tree) else {
+        // Decodes from the tree after all: nothing to name but the body.
+        return ApiError::validation("body", "does not match the schema of this request");
+    };
+    let path = e.path().clone();
+    let mut msg = clean(&e.into_inner().to_string());
+    // A derived enum says it expects "string or map"; a name no variant has makes it list them.
+    if let Some(got) = msg.strip_suffix(", expected string or map")
+        && let Some(slot) = at_path(&mut tree, &path)
+    {
+        *slot = serde_json::Value::String(String::new());
+        if let Err(e) = serde_path_to_error::deserialize::<_, Object<T>>(&tree)
+            && e.path().to_string() == path.to_string()
+            && let Some((_, allowed)) = e.into_inner().to_string().split_once("`, expected ")
+        {
+            msg = format!("{got}, expected {}", clean(allowed));
+        }
+    }
+    ApiError::validation(field_of(&path.to_string(), &msg), msg)
+}
+
+/// The value at a deserializer's error path in `tree`.
+fn at_path<'a>(tree: &'a mut serde_json::Value, path: &serde_path_to_error::Path) -> Option<&'a mut serde_json::Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(tree, |v, seg| match seg {
+        Segment::Seq { index } => v.get_mut(*index),
+        Segment::Map { key } => v.get_mut(key.as_str()),
+        _ => None,
+    })
 }
 
 const NO_NUL: &str = "must not contain the NUL character (U+0000)";
