@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Chronos;
 use crate::access::Caller;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::validate_queue_name;
 use crate::queue::WorkerPresence;
 
@@ -30,13 +30,21 @@ pub struct QueueSummary {
     /// It has tasks to run (waiting, scheduled or retrying) and no live worker serves it:
     /// they will wait until one is started with the queue in its `CHRONOS_QUEUES`.
     pub unserved: bool,
+    /// Postgres could not be read (an outage): `completed`, `dead` and `cancelled` are 0 and
+    /// `oldest_waiting_age_s` is absent; the live counts are Redis's as always.
+    pub postgres_unavailable: bool,
 }
 
 impl Chronos {
     /// Every queue Redis or Postgres knows of, by name.
     pub async fn queues(&self) -> Result<Vec<QueueSummary>> {
         let mut names = self.engine.queues().await?;
-        names.extend(self.store.queue_names().await?);
+        // While Postgres is down, the queues Redis knows of, with Redis's counts.
+        match self.store.queue_names().await {
+            Ok(pg) => names.extend(pg),
+            Err(Error::Postgres(e)) => tracing::warn!(error = %e, "queue listing without Postgres"),
+            Err(e) => return Err(e),
+        }
         names.sort();
         names.dedup();
         let workers = self.engine.live_workers().await?;
@@ -56,7 +64,11 @@ impl Chronos {
     async fn summary(&self, name: &str, workers: &[WorkerPresence]) -> Result<QueueSummary> {
         let live = self.engine.counts(name).await?;
         let serving = workers.iter().filter(|w| w.serves(name)).count() as u32;
-        let pg = self.store.status_counts(name).await?;
+        let (pg, postgres_unavailable) = match self.store.status_counts(name).await {
+            Ok(pg) => (pg, false),
+            Err(Error::Postgres(_)) => (Default::default(), true),
+            Err(e) => return Err(e),
+        };
         Ok(QueueSummary {
             name: name.to_owned(),
             waiting: live.waiting,
@@ -71,6 +83,7 @@ impl Chronos {
             outbox: live.outbox,
             workers: serving,
             unserved: serving == 0 && live.waiting + live.delayed + live.retrying > 0,
+            postgres_unavailable,
         })
     }
 

@@ -81,6 +81,15 @@ impl From<chronos_core::Error> for ApiError {
             E::Invalid { field, message } => ApiError::validation(field, message),
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => ApiError::conflict(m),
+            // `maxmemory` reached with `noeviction`: say so, it is not a connection problem. A
+            // coalesced write's copy of the error keeps only its text.
+            E::Redis(ref r) if r.code() == Some("OOM") || r.to_string().contains("used memory > 'maxmemory'") => {
+                tracing::warn!(error = %e, "Redis out of memory");
+                ApiError::unavailable(
+                    "the queue store (Redis) is out of memory (maxmemory reached); nothing was changed; \
+                     retry later, once workers have drained the queues or Redis has more memory",
+                )
+            }
             E::Redis(_) | E::Postgres(_) | E::Sqs(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 let which = match e {

@@ -273,6 +273,7 @@ impl From<chronos_core::client::QueueSummary> for QueueView {
             oldest_waiting_age_s: q.oldest_waiting_age_s,
             workers: q.workers,
             unserved: q.unserved,
+            postgres_unavailable: q.postgres_unavailable,
         }
     }
 }
@@ -334,6 +335,9 @@ pub struct QueueView {
     /// True when the queue has tasks to run (waiting, scheduled or retrying) and no live worker
     /// serves it: they wait until a worker with this queue in its `CHRONOS_QUEUES` starts.
     pub unserved: bool,
+    /// True while Postgres cannot be read: `completed`, `dead` and `cancelled` are then 0 and
+    /// `oldest_waiting_age_s` absent; the other counts are live from Redis.
+    pub postgres_unavailable: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
