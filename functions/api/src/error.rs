@@ -60,6 +60,9 @@ impl ApiError {
     pub fn headers_too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request headers too large", detail)
     }
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request body too slow", detail)
+    }
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
     }
@@ -170,6 +173,7 @@ problem_set!(
     /// Operations that read a JSON body.
     BodyErrors:
     400 => "Malformed JSON",
+    408 => "The body did not arrive in time",
     413 => "Body too large",
     415 => "Not JSON",
     422 => "A field is invalid; `field` names it (e.g. tasks[3].priority)",

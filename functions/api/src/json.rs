@@ -1,6 +1,7 @@
 //! Strict request parsing: JSON bodies and query strings that name the offending field, so a
 //! client always learns what to fix. Syntax errors are 400; well-formed input with a wrong
-//! field, type or value is 422; a body over the limit is 413; a non-JSON body is 415.
+//! field, type or value is 422; a body over the limit is 413; a non-JSON body is 415; a body
+//! that has not arrived within [`BODY_READ_TIMEOUT`] is 408.
 //! Bodies must be JSON objects, and no string may hold U+0000 (Postgres cannot store it).
 
 use std::marker::PhantomData;
@@ -25,7 +26,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
         if !(mime == "application/json" || mime.ends_with("+json")) {
             return Err(ApiError::unsupported_media("send the body as JSON with Content-Type: application/json"));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        // A body that trickles in (slow-loris) would hold a connection and a task forever.
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await.map_err(|_| {
+            ApiError::request_timeout(format!(
+                "the request body did not arrive within {} s; send it whole, at once",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })?;
+        let bytes = read.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large("the request body is over the size limit; split the batch or shrink the payload")
             } else {
@@ -35,6 +43,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
         parse(&bytes).map(StrictJson)
     }
 }
+
+/// How long a request body may take to arrive once its headers have.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// serde_json's recursion limit (`serde_json::Deserializer` refuses deeper input).
 const MAX_DEPTH: usize = 128;

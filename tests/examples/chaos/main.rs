@@ -1,4 +1,4 @@
-//! The work of `scripts/chaos`: each scenario runs real `chronos worker` processes against a
+//! The work of `scripts/chaos`: each scenario runs real `chronos worker` (and `chronos api`) processes against a
 //! Redis of its own (a `redis-server` it starts on a free port, and kills, restarts or flushes)
 //! and a fresh Postgres database, breaks something while tasks run, then waits until every
 //! accepted task is terminal. It prints one line of figures per scenario and, last, one JSON
@@ -22,7 +22,11 @@
 //! persistence at all; the workers are never restarted), `flushall` (`FLUSHALL` in mid-run while
 //! a producer keeps enqueuing and workers keep completing), `sqs-cut` (the SQS emulator cut off
 //! through a TCP proxy while tasks exhaust their retries; afterwards every dead task's message
-//! must arrive exactly once).
+//! must arrive exactly once), `postgres-down` (a Postgres server of the scenario's own stopped
+//! under load: enqueue answers 503 with `Retry-After`, workers keep completing, a key seen
+//! before reads a task and the queues, every completion reaches Postgres), and in [`more`]
+//! `api-restart`, `clock-skew` and `redis-oom`, in [`bad`] `bad-input` (malformed requests of
+//! every kind against a `chronos api` process). Each of these has its own checks beside `lost`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +39,9 @@ use chronos_core::{Backoff, Chronos, Engine, NewTask, Store};
 use chronos_workers::handlers::http::TASK_ID_HEADER;
 use serde_json::{Value, json};
 use sqlx::Connection;
+
+mod bad;
+mod more;
 
 const QUEUE: &str = "chaos";
 /// The bootstrap admin key of the scenarios' `chronos api` processes.
@@ -115,6 +122,8 @@ struct Hits {
     /// When each task's successful runs started (for where duplicates come from).
     starts: HashMap<String, Vec<Instant>>,
     at: Vec<Instant>,
+    /// When each task's first successful run started, in epoch ms of this host's clock.
+    wall: HashMap<String, i64>,
 }
 
 type SharedHits = Arc<Mutex<Hits>>;
@@ -137,6 +146,7 @@ async fn start_hit_server() -> Result<(u16, SharedHits)> {
                 }
                 let mut g = h.lock().unwrap();
                 let id = headers.get(TASK_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                g.wall.entry(id.clone()).or_insert(chrono::Utc::now().timestamp_millis() - started.elapsed().as_millis() as i64);
                 *g.runs.entry(id.clone()).or_default() += 1;
                 g.starts.entry(id).or_default().push(started);
                 g.at.push(Instant::now());
@@ -641,7 +651,7 @@ enum Answer {
     /// Any other status, with its body.
     Other(String),
     /// No answer at all (connection refused or reset, or the deadline passed).
-    NoAnswer(String),
+    Unanswered(String),
 }
 
 async fn post_task(api: &Api, body: &Value) -> Answer {
@@ -652,7 +662,7 @@ async fn post_task(api: &Api, body: &Value) -> Answer {
                 None => Answer::Other(format!("a 2xx without a task id: {v}")),
             },
             // The process died between the status line and the body.
-            Err(e) => Answer::NoAnswer(format!("2xx, then no body: {e}")),
+            Err(e) => Answer::Unanswered(format!("2xx, then no body: {e}")),
         },
         Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
             Answer::Unavailable { retry_after: r.headers().contains_key("retry-after") }
@@ -661,7 +671,7 @@ async fn post_task(api: &Api, body: &Value) -> Answer {
             let status = r.status();
             Answer::Other(format!("{status}: {}", r.text().await.unwrap_or_default()))
         }
-        Err(e) => Answer::NoAnswer(e.to_string()),
+        Err(e) => Answer::Unanswered(e.to_string()),
     }
 }
 
@@ -726,7 +736,7 @@ async fn postgres_down(o: &Opts) -> Result<Figures> {
                                 p.unavailable_without_retry_after += 1;
                             }
                         }
-                        Answer::Other(m) | Answer::NoAnswer(m) => p.other.push(m),
+                        Answer::Other(m) | Answer::Unanswered(m) => p.other.push(m),
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -810,7 +820,18 @@ async fn postgres_down(o: &Opts) -> Result<Figures> {
     Ok(f)
 }
 
-const SCENARIOS: &[&str] = &["sigkill", "redis-restart-aof", "redis-restart-empty", "flushall", "postgres-down", "sqs-cut"];
+const SCENARIOS: &[&str] = &[
+    "sigkill",
+    "redis-restart-aof",
+    "redis-restart-empty",
+    "flushall",
+    "postgres-down",
+    "sqs-cut",
+    "api-restart",
+    "clock-skew",
+    "redis-oom",
+    "bad-input",
+];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -830,6 +851,10 @@ async fn main() -> Result<()> {
             "flushall" => flushall(&o).await,
             "sqs-cut" => sqs_cut(&o).await,
             "postgres-down" => postgres_down(&o).await,
+            "api-restart" => more::api_restart(&o).await,
+            "clock-skew" => more::clock_skew(&o).await,
+            "redis-oom" => more::redis_oom(&o).await,
+            "bad-input" => bad::bad_input(&o).await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {name}"))?;
@@ -841,6 +866,13 @@ async fn main() -> Result<()> {
         if name == "flushall" && f.duplicates != 0 {
             failures.push(format!("{name}: {} tasks ran again after completing", f.duplicates));
         }
+        failures.extend(match name {
+            "api-restart" => more::api_restart_failures(&f),
+            "clock-skew" => more::clock_skew_failures(&f),
+            "redis-oom" => more::redis_oom_failures(&f),
+            "bad-input" => bad::bad_input_failures(&f),
+            _ => Vec::new(),
+        });
         if name == "postgres-down" {
             let n = |k: &str| f.extra[k].as_u64().unwrap_or(0);
             if n("enqueue_503") == 0 || n("enqueue_503_without_retry_after") != 0 || n("enqueue_other") != 0 {
