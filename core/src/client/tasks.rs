@@ -100,7 +100,22 @@ impl Chronos {
             return Ok(SubmittedTask { created: true, task: TaskRecord::just_created(s.id, &task, Some(&caller.key_id)) });
         }
         let rec = self.store.get_task(s.id).await?.ok_or_else(|| no_task(s.id))?;
+        self.enqueue_if_never_enqueued(&rec).await?;
         Ok(SubmittedTask { created: false, task: self.live_one(rec).await })
+    }
+
+    /// A repeated idempotency key may name a task whose first submission died between its
+    /// Postgres commit and its Redis enqueue (the API process killed mid-request): the producer
+    /// retrying is told the task exists, so it must also run. A task that never started and
+    /// that Redis does not hold is handed to [`crate::reconcile::restore_if_never_enqueued`].
+    async fn enqueue_if_never_enqueued(&self, rec: &TaskRecord) -> Result<()> {
+        if rec.attempts == 0
+            && matches!(rec.status.as_str(), "queued" | "scheduled")
+            && !self.engine.task_fields(&rec.queue, rec.id).await?.contains_key("st")
+        {
+            crate::reconcile::restore_if_never_enqueued(&self.engine, &self.store, &rec.queue, rec.id).await?;
+        }
+        Ok(())
     }
 
     /// Submit a batch (all-or-nothing validation, one write); one answer per task in order.
@@ -116,7 +131,10 @@ impl Chronos {
                 TaskRecord::just_created(s.id, t, Some(&caller.key_id))
             } else {
                 match self.store.get_task(s.id).await? {
-                    Some(rec) => self.live_one(rec).await,
+                    Some(rec) => {
+                        self.enqueue_if_never_enqueued(&rec).await?;
+                        self.live_one(rec).await
+                    }
                     // An earlier item of this same batch.
                     None => TaskRecord::just_created(s.id, t, Some(&caller.key_id)),
                 }
