@@ -597,13 +597,18 @@ async fn run_api(core: &CoreConfig, stop: &Stop) -> Result<()> {
 /// document; beyond this, hyper's bare `431`.
 const MAX_HEADER_READ: usize = 4 << 20;
 
+/// Header lines `chronos api` parses (hyper's default is 100, answered with a bare `431`): as many
+/// as fit in the API's header limit at a few bytes each, so too many headers get the API's
+/// problem document too. Beyond it, hyper's bare `431`.
+const MAX_HEADER_COUNT: usize = 4096;
+
 /// `axum::serve` with hyper's header buffer raised to [`MAX_HEADER_READ`]; stops accepting on
 /// `shutdown` and lets open requests finish.
 async fn serve_api(listener: tokio::net::TcpListener, app: axum::Router, shutdown: impl std::future::Future<Output = ()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_HEADER_READ);
+    builder.http1().max_buf_size(MAX_HEADER_READ).max_headers(MAX_HEADER_COUNT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -201,15 +201,11 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
     let mut restored = 0;
     let mut after = Uuid::nil();
     loop {
-        let rows = sqlx::query(
-            "SELECT t.id, t.queue, t.name, t.payload::text AS payload, t.priority, t.attempts, t.max_attempts, t.backoff, t.timeout_ms,
-                    coalesce(t.idempotency_key, '') AS ik, t.status, (extract(epoch FROM t.run_at) * 1000)::int8 AS ra,
-                    coalesce(s.overlap, 'allow') AS overlap, t.schedule_id, coalesce(t.task_group, '') AS grp,
-                    coalesce(floor(extract(epoch FROM t.expires_at) * 1000)::int8, 0) AS ex
-             FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
-             WHERE t.status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND t.id > $1
-             ORDER BY t.id LIMIT $2",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RESTORE_COLUMNS} FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
+                 WHERE t.status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND t.id > $1
+                 ORDER BY t.id LIMIT $2"
+        )))
         .bind(after)
         .bind(PAGE)
         .fetch_all(store.pool())
@@ -222,46 +218,131 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
             by_queue.entry(r.get("queue")).or_default().push(r);
         }
         for (queue, rows) in by_queue {
-            engine.register_queue(&queue).await?;
-            let k = engine.keys(&queue);
-            let mut inv = RESTORE.call(&k);
-            inv.arg(rows.len());
-            let attempts: std::collections::HashMap<String, i32> =
-                rows.iter().map(|r| (r.get::<Uuid, _>("id").to_string(), r.get::<i32, _>("attempts"))).collect();
-            for r in rows {
-                let backoff: serde_json::Value = r.get("backoff");
-                let backoff = serde_json::from_value::<crate::model::Backoff>(backoff).unwrap_or_default();
-                inv.arg(r.get::<Uuid, _>("id").to_string())
-                    .arg(r.get::<String, _>("name"))
-                    .arg(r.get::<String, _>("payload"))
-                    .arg(r.get::<i16, _>("priority"))
-                    .arg(r.get::<i32, _>("attempts"))
-                    .arg(r.get::<i32, _>("max_attempts"))
-                    .arg(backoff.encode())
-                    .arg(r.get::<i64, _>("timeout_ms"))
-                    .arg(r.get::<String, _>("ik"))
-                    .arg(r.get::<String, _>("status"))
-                    .arg(r.get::<i64, _>("ra"));
-                // Occurrences keep their schedule's overlap guard (a triggered run had none:
-                // its origin's policy was allow, which the join cannot tell apart; it gets the guard).
-                let overlap: crate::model::Overlap = r.get::<&str, _>("overlap").parse().unwrap_or_default();
-                match r.get::<Option<Uuid>, _>("schedule_id") {
-                    Some(sid) => inv.arg(sid.to_string()).arg(overlap.code()),
-                    None => inv.arg("").arg(""),
-                };
-                inv.arg(r.get::<String, _>("grp")).arg(r.get::<i64, _>("ex"));
-            }
-            let mut conn = engine.connection();
-            let ids: Vec<String> = inv.invoke_async(&mut conn).await?;
-            restored += ids.len();
-            let lost: Vec<(Uuid, i32)> = ids.iter().filter_map(|id| Some((id.parse().ok()?, *attempts.get(id)?))).collect();
-            close_lost_attempts(store, &lost).await?;
+            restored += restore_rows(engine, store, &queue, &rows).await?;
         }
         if !full_page {
             break;
         }
     }
     Ok(restored)
+}
+
+/// Put these Postgres rows of one queue back into Redis with `restore.lua` (which leaves alone a
+/// task Redis holds) and close the attempts they left open; how many were restored.
+async fn restore_rows(engine: &Engine, store: &Store, queue: &str, rows: &[&sqlx::postgres::PgRow]) -> Result<usize> {
+    engine.register_queue(queue).await?;
+    let k = engine.keys(queue);
+    let mut inv = RESTORE.call(&k);
+    inv.arg(rows.len());
+    let attempts: std::collections::HashMap<String, i32> =
+        rows.iter().map(|r| (r.get::<Uuid, _>("id").to_string(), r.get::<i32, _>("attempts"))).collect();
+    for r in rows {
+        let backoff: serde_json::Value = r.get("backoff");
+        let backoff = serde_json::from_value::<crate::model::Backoff>(backoff).unwrap_or_default();
+        inv.arg(r.get::<Uuid, _>("id").to_string())
+            .arg(r.get::<String, _>("name"))
+            .arg(r.get::<String, _>("payload"))
+            .arg(r.get::<i16, _>("priority"))
+            .arg(r.get::<i32, _>("attempts"))
+            .arg(r.get::<i32, _>("max_attempts"))
+            .arg(backoff.encode())
+            .arg(r.get::<i64, _>("timeout_ms"))
+            .arg(r.get::<String, _>("ik"))
+            .arg(r.get::<String, _>("status"))
+            .arg(r.get::<i64, _>("ra"));
+        // Occurrences keep their schedule's overlap guard (a triggered run had none:
+        // its origin's policy was allow, which the join cannot tell apart; it gets the guard).
+        let overlap: crate::model::Overlap = r.get::<&str, _>("overlap").parse().unwrap_or_default();
+        match r.get::<Option<Uuid>, _>("schedule_id") {
+            Some(sid) => inv.arg(sid.to_string()).arg(overlap.code()),
+            None => inv.arg("").arg(""),
+        };
+        inv.arg(r.get::<String, _>("grp")).arg(r.get::<i64, _>("ex"));
+    }
+    let mut conn = engine.connection();
+    let ids: Vec<String> = inv.invoke_async(&mut conn).await?;
+    let lost: Vec<(Uuid, i32)> = ids.iter().filter_map(|id| Some((id.parse().ok()?, *attempts.get(id)?))).collect();
+    close_lost_attempts(store, &lost).await?;
+    Ok(ids.len())
+}
+
+/// The columns [`restore_rows`] reads.
+const RESTORE_COLUMNS: &str =
+    "t.id, t.queue, t.name, t.payload::text AS payload, t.priority, t.attempts, t.max_attempts, t.backoff, t.timeout_ms,
+    coalesce(t.idempotency_key, '') AS ik, t.status, (extract(epoch FROM t.run_at) * 1000)::int8 AS ra,
+    coalesce(s.overlap, 'allow') AS overlap, t.schedule_id, coalesce(t.task_group, '') AS grp,
+    coalesce(floor(extract(epoch FROM t.expires_at) * 1000)::int8, 0) AS ex";
+
+/// How old a row must be before [`restore_if_never_enqueued`] takes it for one whose enqueue
+/// died: the process that wrote it has long since reached Redis, or died.
+const NEVER_ENQUEUED_AGE: Duration = Duration::from_secs(5);
+/// Outbox entries [`restore_if_never_enqueued`] reads at most; a longer outbox (Postgres
+/// behind) postpones the repair.
+const NEVER_ENQUEUED_SCAN: usize = 10_000;
+
+/// A task whose row Postgres committed but whose enqueue never reached Redis, because the
+/// process writing it died between the two (the API SIGKILLed mid-request): put it into Redis,
+/// so the task that a retry with its idempotency key answers for also runs. True when it did.
+///
+/// Only a task Postgres says never started (`queued` or `scheduled`, no attempt), at least
+/// [`NEVER_ENQUEUED_AGE`] old, that Redis does not hold and that no outbox entry names — read in
+/// that order, Redis first: a task that was in Redis and finished has its transitions either in
+/// Postgres already or named in an outbox, so a finished task is never put back. `restore.lua`
+/// leaves a task Redis holds alone.
+pub async fn restore_if_never_enqueued(engine: &Engine, store: &Store, queue: &str, id: Uuid) -> Result<bool> {
+    let k = engine.keys(queue);
+    let mut conn = engine.connection();
+    let created: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT created_at FROM tasks WHERE id = $1").bind(id).fetch_optional(store.pool()).await?;
+    let Some(created) = created else { return Ok(false) };
+    let age = (chrono::Utc::now() - created).to_std().unwrap_or_default();
+    if let Some(wait) = NEVER_ENQUEUED_AGE.checked_sub(age) {
+        tokio::time::sleep(wait).await;
+    }
+    let (exists, entries): (bool, redis::Value) = redis::pipe()
+        .atomic()
+        .exists(k.task(&id.to_string()))
+        .cmd("XRANGE")
+        .arg(&k.outbox)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(NEVER_ENQUEUED_SCAN + 1)
+        .query_async(&mut conn)
+        .await?;
+    let count = match &entries {
+        redis::Value::Array(a) => a.len(),
+        _ => 0,
+    };
+    if exists || count > NEVER_ENQUEUED_SCAN || mentions(&entries, id.to_string().as_bytes()) {
+        return Ok(false);
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RESTORE_COLUMNS} FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
+         WHERE t.id = $1 AND t.status IN ('queued', 'scheduled') AND t.attempts = 0"
+    )))
+    .bind(id)
+    .fetch_all(store.pool())
+    .await?;
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let restored = restore_rows(engine, store, queue, &rows.iter().collect::<Vec<_>>()).await? > 0;
+    if restored {
+        tracing::warn!(task = %id, queue, "a task Postgres accepted never reached Redis (its writer died); enqueued it now");
+    }
+    Ok(restored)
+}
+
+/// Whether a Redis reply holds `needle` in any of its strings.
+fn mentions(v: &redis::Value, needle: &[u8]) -> bool {
+    match v {
+        redis::Value::BulkString(b) => b.windows(needle.len()).any(|w| w == needle),
+        redis::Value::SimpleString(s) => s.as_bytes().windows(needle.len()).any(|w| w == needle),
+        redis::Value::Array(a) | redis::Value::Set(a) => a.iter().any(|x| mentions(x, needle)),
+        redis::Value::Map(m) => m.iter().any(|(a, b)| mentions(a, needle) || mentions(b, needle)),
+        _ => false,
+    }
 }
 
 /// Every attempt ends with an outcome: a restored task was absent from Redis, so no lease of it

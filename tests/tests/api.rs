@@ -95,6 +95,69 @@ async fn bad_input_gets_a_problem_document_that_names_the_field_to_fix() {
 }
 
 #[tokio::test]
+async fn a_wrong_type_in_valid_json_is_a_422_that_names_the_field_and_its_allowed_values() {
+    let env = TestEnv::new().await;
+    let api = start_api(&env, None).await;
+    let template = json!({ "name": "noop" });
+    let cases = [
+        ("/v1/tasks", json!({ "name": "x", "backoff": { "jitter": false } }), "backoff.jitter", "`none`, `full`, `equal`"),
+        ("/v1/tasks", json!({ "name": "x", "backoff": { "kind": 5 } }), "backoff.kind", "`exponential` or `fixed`"),
+        ("/v1/tasks", json!({ "name": "x", "backoff": { "jitter": ["full"] } }), "backoff.jitter", "`none`, `full`, `equal`"),
+        (
+            "/v1/tasks/batch",
+            json!({ "tasks": [{ "name": "x" }, { "name": "x", "backoff": { "jitter": true } }] }),
+            "tasks[1].backoff.jitter",
+            "`full`",
+        ),
+        ("/v1/schedules", json!({ "name": "s", "cron": "* * * * *", "task": template, "overlap": false }), "overlap", "`queue_one`"),
+        ("/v1/schedules", json!({ "name": "s", "cron": "* * * * *", "task": template, "misfire": 1 }), "misfire", "`run_once`"),
+    ];
+    for (path, req, field, allowed) in cases {
+        let (s, ct, p) = post(&api, path, req.clone()).await;
+        assert_eq!((s, ct.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "application/problem+json"), "{req}: {p}");
+        assert_eq!(p["field"], field, "{req}: {p}");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains(allowed) && !detail.contains("not valid JSON"), "the allowed values, not a syntax error: {p}");
+    }
+    // Invalid JSON stays a 400.
+    let r = api
+        .admin(Method::POST, "/v1/tasks")
+        .header("content-type", "application/json")
+        .body(r#"{"name": "x", "backoff": {"jitter": fals}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(env.store.pool()).await.unwrap();
+    assert_eq!(n, 0, "nothing accepted");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_retry_with_its_idempotency_key_enqueues_a_task_whose_first_submission_never_reached_redis() {
+    let env = TestEnv::new().await;
+    let api = start_api(&env, None).await;
+    let req = json!({ "name": "noop", "queue": "orphans", "idempotency_key": "order-7" });
+    let (s, _, a) = post(&api, "/v1/tasks", req.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    // As if the API process died between the Postgres commit and the Redis enqueue.
+    let k = env.engine.keys("orphans");
+    let mut conn = env.engine.connection();
+    let () = redis::pipe().del(k.task(&id)).del(k.payload(&id)).zrem(&k.ready, &id).query_async(&mut conn).await.unwrap();
+    assert_eq!(env.engine.counts("orphans").await.unwrap().waiting, 0);
+    // The producer, without an answer, sends it again: the same task, and now it waits in Redis.
+    let (s, _, b) = post(&api, "/v1/tasks", req.clone()).await;
+    assert_eq!((s, b["id"].as_str()), (StatusCode::OK, Some(id.as_str())), "{b}");
+    assert_eq!(env.engine.counts("orphans").await.unwrap().waiting, 1, "the task is enqueued");
+    // Once more: still one task, enqueued once.
+    let (s, _, _) = post(&api, "/v1/tasks", req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(env.engine.counts("orphans").await.unwrap().waiting, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_batch_is_all_or_nothing_and_names_the_bad_item() {
     let env = TestEnv::new().await;
     let api = start_api(&env, None).await;

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Chronos;
 use crate::access::Caller;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::limits::{self, LimitsPatch, QueueLimits};
 use crate::model::validate_queue_name;
 use crate::queue::WorkerPresence;
@@ -33,14 +33,27 @@ pub struct QueueSummary {
     pub unserved: bool,
     /// Concurrency and rate limits, per queue and per group (see [`crate::limits`]).
     pub limits: QueueLimits,
+    /// Postgres could not be read (an outage): `completed`, `dead` and `cancelled` are 0 and
+    /// `oldest_waiting_age_s` is absent; the live counts are Redis's as always.
+    pub postgres_unavailable: bool,
 }
 
 impl Chronos {
     /// Every queue Redis or Postgres knows of (tasks or limits), by name.
     pub async fn queues(&self) -> Result<Vec<QueueSummary>> {
-        let all_limits: std::collections::HashMap<String, QueueLimits> = limits::load_all(self.store.pool()).await?.into_iter().collect();
+        // While Postgres is down, the limits are not listed (Redis's copy still applies).
+        let all_limits: std::collections::HashMap<String, QueueLimits> = match limits::load_all(self.store.pool()).await {
+            Ok(all) => all.into_iter().collect(),
+            Err(Error::Postgres(_)) => Default::default(),
+            Err(e) => return Err(e),
+        };
         let mut names = self.engine.queues().await?;
-        names.extend(self.store.queue_names().await?);
+        // While Postgres is down, the queues Redis knows of, with Redis's counts.
+        match self.store.queue_names().await {
+            Ok(pg) => names.extend(pg),
+            Err(Error::Postgres(e)) => tracing::warn!(error = %e, "queue listing without Postgres"),
+            Err(e) => return Err(e),
+        }
         // A queue given limits before its first task is listed with them.
         names.extend(all_limits.keys().cloned());
         names.sort();
@@ -57,14 +70,22 @@ impl Chronos {
     /// One queue's summary (all zero for a queue that never had a task).
     pub async fn queue(&self, name: &str) -> Result<QueueSummary> {
         let workers = self.engine.live_workers().await?;
-        let l = limits::load(self.store.pool(), name).await?;
+        let l = match limits::load(self.store.pool(), name).await {
+            Ok(l) => l,
+            Err(Error::Postgres(_)) => QueueLimits::default(),
+            Err(e) => return Err(e),
+        };
         self.summary(name, &workers, l).await
     }
 
     async fn summary(&self, name: &str, workers: &[WorkerPresence], limits: QueueLimits) -> Result<QueueSummary> {
         let live = self.engine.counts(name).await?;
         let serving = workers.iter().filter(|w| w.serves(name)).count() as u32;
-        let pg = self.store.status_counts(name).await?;
+        let (pg, postgres_unavailable) = match self.store.status_counts(name).await {
+            Ok(pg) => (pg, false),
+            Err(Error::Postgres(_)) => (Default::default(), true),
+            Err(e) => return Err(e),
+        };
         Ok(QueueSummary {
             name: name.to_owned(),
             waiting: live.waiting,
@@ -80,6 +101,7 @@ impl Chronos {
             workers: serving,
             unserved: serving == 0 && live.waiting + live.delayed + live.retrying > 0,
             limits,
+            postgres_unavailable,
         })
     }
 

@@ -107,7 +107,22 @@ impl Chronos {
             return Ok(SubmittedTask { created: true, task: TaskRecord::just_created(s.id, &task, Some(&caller.key_id)) });
         }
         let rec = self.store.get_task(s.id).await?.ok_or_else(|| no_task(s.id))?;
+        self.enqueue_if_never_enqueued(&rec).await?;
         Ok(SubmittedTask { created: false, task: self.live_one(rec).await })
+    }
+
+    /// A repeated idempotency key may name a task whose first submission died between its
+    /// Postgres commit and its Redis enqueue (the API process killed mid-request): the producer
+    /// retrying is told the task exists, so it must also run. A task that never started and
+    /// that Redis does not hold is handed to [`crate::reconcile::restore_if_never_enqueued`].
+    async fn enqueue_if_never_enqueued(&self, rec: &TaskRecord) -> Result<()> {
+        if rec.attempts == 0
+            && matches!(rec.status.as_str(), "queued" | "scheduled")
+            && !self.engine.task_fields(&rec.queue, rec.id).await?.contains_key("st")
+        {
+            crate::reconcile::restore_if_never_enqueued(&self.engine, &self.store, &rec.queue, rec.id).await?;
+        }
+        Ok(())
     }
 
     /// Submit a batch (all-or-nothing validation, one write); one answer per task in order.
@@ -123,7 +138,10 @@ impl Chronos {
                 TaskRecord::just_created(s.id, t, Some(&caller.key_id))
             } else {
                 match self.store.get_task(s.id).await? {
-                    Some(rec) => self.live_one(rec).await,
+                    Some(rec) => {
+                        self.enqueue_if_never_enqueued(&rec).await?;
+                        self.live_one(rec).await
+                    }
                     // An earlier item of this same batch.
                     None => TaskRecord::just_created(s.id, t, Some(&caller.key_id)),
                 }
@@ -143,9 +161,70 @@ impl Chronos {
     }
 
     /// The task as it is now (Postgres record, Redis live state on top), if `caller` may see it.
+    /// While Postgres cannot be read, a task Redis still holds is answered from Redis alone
+    /// ([`Chronos::task_from_redis`]).
     pub async fn task(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
-        let rec = self.task_record(caller, id).await?;
+        let rec = match self.task_record(caller, id).await {
+            Err(Error::Postgres(e)) => return self.task_from_redis(caller, id).await?.ok_or(Error::Postgres(e)),
+            other => other?,
+        };
         Ok(self.live_one(rec).await)
+    }
+
+    /// The task from its Redis hash and payload, for while Postgres is down: a task that is
+    /// waiting, scheduled, running or retrying, or finished within the tombstone window. Redis
+    /// does not record who submitted a task, so a producer key (which sees only its own) gets
+    /// `None`; so does a task Redis no longer holds. `created_by`, `fire_at` and `finished_at`
+    /// are not known there and left empty.
+    pub async fn task_from_redis(&self, caller: &Caller, id: TaskId) -> Result<Option<TaskRecord>> {
+        if caller.role.sees_only_own_tasks() {
+            return Ok(None);
+        }
+        let queues = self.engine.queues().await?;
+        let keys: Vec<(&str, TaskId)> = queues.iter().map(|q| (q.as_str(), id)).collect();
+        let found = self.engine.task_fields_many(&keys).await?;
+        let Some((queue, f)) = queues.iter().zip(found).find(|(_, f)| f.contains_key("st") && f.contains_key("n")) else {
+            return Ok(None);
+        };
+        let mut conn = self.engine.connection();
+        let payload: Option<String> =
+            redis::cmd("GET").arg(self.engine.keys(queue).payload(&id.to_string())).query_async(&mut conn).await?;
+        let ms = |k: &str| {
+            f.get(k).and_then(|v| v.parse::<i64>().ok()).and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_else(Utc::now)
+        };
+        let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let mut rec = TaskRecord {
+            id,
+            queue: queue.clone(),
+            name: f["n"].clone(),
+            payload: payload.and_then(|p| serde_json::from_str(&p).ok()).unwrap_or(serde_json::Value::Null),
+            priority: num("pr") as i16,
+            status: String::new(),
+            run_at: ms("ra"),
+            attempts: 0,
+            max_attempts: num("ma") as i32,
+            backoff: f
+                .get("bk")
+                .and_then(|b| crate::model::Backoff::decode(b))
+                .and_then(|b| serde_json::to_value(b).ok())
+                .unwrap_or_default(),
+            timeout_ms: num("to"),
+            idempotency_key: f.get("ik").filter(|k| !k.is_empty()).cloned(),
+            last_error: None,
+            created_at: ms("ca"),
+            updated_at: Utc::now(),
+            finished_at: None,
+            created_by: None,
+            schedule_id: f.get("sg").and_then(|s| s.parse().ok()),
+            fire_at: None,
+            group: f.get("g").cloned(),
+            result: None,
+            expires_at: f.get("ex").and_then(|v| v.parse::<i64>().ok()).and_then(chrono::DateTime::from_timestamp_millis),
+            progress: None,
+            cancel_requested: false,
+        };
+        apply_live(&mut rec, &f);
+        Ok(Some(rec))
     }
 
     /// Tasks matching `filter`, newest first, from Postgres (the audit record). A producer's

@@ -1,12 +1,17 @@
 //! Authentication and authorisation, in one place: every `/v1` route passes through
 //! [`authorize`], which finds the route's [`Permission`] in [`permission_for`], checks the
 //! bearer key, and refuses a role that may not (401 without a valid key, 403 for the role).
+//! While Postgres cannot be reached, keys seen recently still sign in ([`KeyCache`]).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use chronos_core::access::{Caller, Permission, bootstrap_admin};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chronos_core::access::{Caller, Permission, bootstrap_admin, hash_secret};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -60,8 +65,61 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
     if let Some(admin) = bootstrap_admin(state.admin_key.as_ref(), secret) {
         return Ok(admin);
     }
-    match state.chronos.authenticate(secret).await? {
-        Some(c) => Ok(c),
-        None => Err(ApiError::unauthorized("the API key is not valid (unknown or revoked)")),
+    match state.chronos.authenticate(secret).await {
+        Ok(Some(c)) => {
+            state.keys.remember(secret, &c);
+            Ok(c)
+        }
+        Ok(None) => {
+            state.keys.forget(secret);
+            Err(ApiError::unauthorized("the API key is not valid (unknown or revoked)"))
+        }
+        Err(e @ chronos_core::Error::Postgres(_)) => match state.keys.recall(secret) {
+            Some(c) => Ok(c),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// API keys this process looked up recently, for while Postgres cannot be reached: a key that
+/// signed in within [`KeyCache::TTL`] still does, so the reads Redis can answer (a live task,
+/// the queues) keep working through an outage. Postgres is asked first on every request, so a
+/// revocation applies at once whenever it answers. Held by the hash of the secret, never the
+/// secret.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (Caller, Instant)>>,
+}
+
+impl KeyCache {
+    /// How long a key seen once stays usable while Postgres is down.
+    pub const TTL: Duration = Duration::from_secs(300);
+    /// Beyond this many keys, the oldest entries are dropped.
+    const MAX_KEYS: usize = 10_000;
+
+    fn remember(&self, secret: &str, caller: &Caller) {
+        let mut m = self.entries.lock().unwrap();
+        if m.len() >= Self::MAX_KEYS {
+            m.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            if m.len() >= Self::MAX_KEYS {
+                m.clear();
+            }
+        }
+        m.insert(hash_secret(secret), (caller.clone(), Instant::now()));
+    }
+
+    fn forget(&self, secret: &str) {
+        self.entries.lock().unwrap().remove(&hash_secret(secret));
+    }
+
+    /// Drop every entry of a key id (it was revoked through this process).
+    pub fn forget_key_id(&self, key_id: &str) {
+        self.entries.lock().unwrap().retain(|_, (c, _)| c.key_id != key_id);
+    }
+
+    fn recall(&self, secret: &str) -> Option<Caller> {
+        let m = self.entries.lock().unwrap();
+        m.get(&hash_secret(secret)).filter(|(_, at)| at.elapsed() < Self::TTL).map(|(c, _)| c.clone())
     }
 }

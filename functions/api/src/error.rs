@@ -60,6 +60,9 @@ impl ApiError {
     pub fn headers_too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request headers too large", detail)
     }
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request body too slow", detail)
+    }
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
     }
@@ -81,6 +84,15 @@ impl From<chronos_core::Error> for ApiError {
             E::Invalid { field, message } => ApiError::validation(field, message),
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => ApiError::conflict(m),
+            // `maxmemory` reached with `noeviction`: say so, it is not a connection problem. A
+            // coalesced write's copy of the error keeps only its text.
+            E::Redis(ref r) if r.code() == Some("OOM") || r.to_string().contains("used memory > 'maxmemory'") => {
+                tracing::warn!(error = %e, "Redis out of memory");
+                ApiError::unavailable(
+                    "the queue store (Redis) is out of memory (maxmemory reached); nothing was changed; \
+                     retry later, once workers have drained the queues or Redis has more memory",
+                )
+            }
             E::Redis(_) | E::Postgres(_) | E::Sqs(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 let which = match e {
@@ -161,6 +173,7 @@ problem_set!(
     /// Operations that read a JSON body.
     BodyErrors:
     400 => "Malformed JSON",
+    408 => "The body did not arrive in time",
     413 => "Body too large",
     415 => "Not JSON",
     422 => "A field is invalid; `field` names it (e.g. tasks[3].priority)",

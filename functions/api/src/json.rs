@@ -1,6 +1,7 @@
 //! Strict request parsing: JSON bodies and query strings that name the offending field, so a
 //! client always learns what to fix. Syntax errors are 400; well-formed input with a wrong
-//! field, type or value is 422; a body over the limit is 413; a non-JSON body is 415.
+//! field, type or value is 422; a body over the limit is 413; a non-JSON body is 415; a body
+//! that has not arrived within [`BODY_READ_TIMEOUT`] is 408.
 //! Bodies must be JSON objects, and no string may hold U+0000 (Postgres cannot store it).
 
 use std::marker::PhantomData;
@@ -25,7 +26,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
         if !(mime == "application/json" || mime.ends_with("+json")) {
             return Err(ApiError::unsupported_media("send the body as JSON with Content-Type: application/json"));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        // A body that trickles in (slow-loris) would hold a connection and a task forever.
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await.map_err(|_| {
+            ApiError::request_timeout(format!(
+                "the request body did not arrive within {} s; send it whole, at once",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })?;
+        let bytes = read.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large("the request body is over the size limit; split the batch or shrink the payload")
             } else {
@@ -35,6 +43,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
         parse(&bytes).map(StrictJson)
     }
 }
+
+/// How long a request body may take to arrive once its headers have.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// serde_json's recursion limit (`serde_json::Deserializer` refuses deeper input).
 const MAX_DEPTH: usize = 128;
@@ -75,7 +86,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let msg = clean(&inner.to_string());
                 ApiError::validation(field_of(&path, &msg), msg)
             }
-            _ => ApiError::malformed(syntax_error(bytes, &inner)),
+            // serde_json's reader answers a derived enum given a boolean, number or array
+            // (`"jitter": false`) with the syntax error "expected value", though the body is
+            // valid JSON: a body that parses is a wrong type, found again from its tree.
+            _ => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(tree) => type_error::<T>(tree),
+                Err(_) => ApiError::malformed(syntax_error(bytes, &inner)),
+            },
         }
     })?;
     de.end().map_err(|e| ApiError::malformed(syntax_error(bytes, &e)))?;
@@ -86,6 +103,40 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::validation(field, NO_NUL));
     }
     Ok(value)
+}
+
+/// The 422 for a valid JSON `tree` that does not decode as `T`: the field at fault and, for a
+/// field that takes one of a set of names, the names.
+fn type_error<T: DeserializeOwned>(mut tree: serde_json::Value) -> ApiError {
+    let Err(e) = serde_path_to_error::deserialize::<_, Object<T>>(&tree) else {
+        // Decodes from the tree after all: nothing to name but the body.
+        return ApiError::validation("body", "does not match the schema of this request");
+    };
+    let path = e.path().clone();
+    let mut msg = clean(&e.into_inner().to_string());
+    // A derived enum says it expects "string or map"; a name no variant has makes it list them.
+    if let Some(got) = msg.strip_suffix(", expected string or map")
+        && let Some(slot) = at_path(&mut tree, &path)
+    {
+        *slot = serde_json::Value::String(String::new());
+        if let Err(e) = serde_path_to_error::deserialize::<_, Object<T>>(&tree)
+            && e.path().to_string() == path.to_string()
+            && let Some((_, allowed)) = e.into_inner().to_string().split_once("`, expected ")
+        {
+            msg = format!("{got}, expected {}", clean(allowed));
+        }
+    }
+    ApiError::validation(field_of(&path.to_string(), &msg), msg)
+}
+
+/// The value at a deserializer's error path in `tree`.
+fn at_path<'a>(tree: &'a mut serde_json::Value, path: &serde_path_to_error::Path) -> Option<&'a mut serde_json::Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(tree, |v, seg| match seg {
+        Segment::Seq { index } => v.get_mut(*index),
+        Segment::Map { key } => v.get_mut(key.as_str()),
+        _ => None,
+    })
 }
 
 const NO_NUL: &str = "must not contain the NUL character (U+0000)";

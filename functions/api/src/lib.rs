@@ -47,6 +47,8 @@ pub struct Inner {
     /// For removing redriven tasks' messages; `None` when SQS was unreachable at start-up.
     pub dlq: Option<Dlq>,
     pub metrics: Metrics,
+    /// API keys looked up recently, for while Postgres is down.
+    pub keys: auth::KeyCache,
 }
 
 #[derive(Default)]
@@ -63,7 +65,7 @@ impl AppState {
         chronos_core::metrics::install();
         let chronos = chronos.with_dlq(dlq.clone());
         let scheduler = Scheduler::new(chronos.clone(), schedule_horizon);
-        AppState(Arc::new(Inner { chronos, scheduler, admin_key, dlq, metrics: Metrics::default() }))
+        AppState(Arc::new(Inner { chronos, scheduler, admin_key, dlq, metrics: Metrics::default(), keys: Default::default() }))
     }
 }
 

@@ -333,6 +333,7 @@ impl From<chronos_core::client::QueueSummary> for QueueView {
             workers: q.workers,
             unserved: q.unserved,
             limits: q.limits,
+            postgres_unavailable: q.postgres_unavailable,
         }
     }
 }
@@ -396,6 +397,9 @@ pub struct QueueView {
     pub unserved: bool,
     /// Concurrency and rate limits, for the queue and per group; `null` = no limit of that kind.
     pub limits: chronos_core::limits::QueueLimits,
+    /// True while Postgres cannot be read: `completed`, `dead` and `cancelled` are then 0 and
+    /// `oldest_waiting_age_s` absent; the other counts are live from Redis.
+    pub postgres_unavailable: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

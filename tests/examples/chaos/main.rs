@@ -1,4 +1,4 @@
-//! The work of `scripts/chaos`: each scenario runs real `chronos worker` processes against a
+//! The work of `scripts/chaos`: each scenario runs real `chronos worker` (and `chronos api`) processes against a
 //! Redis of its own (a `redis-server` it starts on a free port, and kills, restarts or flushes)
 //! and a fresh Postgres database, breaks something while tasks run, then waits until every
 //! accepted task is terminal. It prints one line of figures per scenario and, last, one JSON
@@ -22,7 +22,11 @@
 //! persistence at all; the workers are never restarted), `flushall` (`FLUSHALL` in mid-run while
 //! a producer keeps enqueuing and workers keep completing), `sqs-cut` (the SQS emulator cut off
 //! through a TCP proxy while tasks exhaust their retries; afterwards every dead task's message
-//! must arrive exactly once).
+//! must arrive exactly once), `postgres-down` (a Postgres server of the scenario's own stopped
+//! under load: enqueue answers 503 with `Retry-After`, workers keep completing, a key seen
+//! before reads a task and the queues, every completion reaches Postgres), and in [`more`]
+//! `api-restart`, `clock-skew` and `redis-oom`, in [`bad`] `bad-input` (malformed requests of
+//! every kind against a `chronos api` process). Each of these has its own checks beside `lost`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,7 +40,55 @@ use chronos_workers::handlers::http::TASK_ID_HEADER;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
+mod bad;
+mod more;
+
 const QUEUE: &str = "chaos";
+/// The bootstrap admin key of the scenarios' `chronos api` processes.
+const ADMIN_KEY: &str = "chk_chaos_admin_key_0123456789";
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A `chronos api` process to talk to over HTTP.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(port: u16) -> Api {
+        // Every request has a deadline: a hang is a finding, never a stuck run.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
+        Api { base: format!("http://127.0.0.1:{port}"), http }
+    }
+
+    fn req(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key)
+    }
+
+    /// Wait until `/healthz` answers at all (a store may be down; the process is up).
+    async fn wait_up(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.http.get(format!("{}/healthz", self.base)).send().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("chronos api at {} did not answer", self.base);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The body of `POST /v1/tasks` for a task that calls the hit endpoint.
+fn hit_task(port: u16, i: u64, ms: u64) -> Value {
+    json!({
+        "name": "http", "queue": QUEUE, "max_attempts": 25,
+        "backoff": {"kind": "fixed", "base_ms": 200, "cap_ms": 200, "jitter": "none"},
+        "payload": {"url": format!("http://127.0.0.1:{port}/hit"), "body": {"i": i, "ms": ms}},
+    })
+}
 
 struct Opts {
     chronos_bin: PathBuf,
@@ -70,6 +122,8 @@ struct Hits {
     /// When each task's successful runs started (for where duplicates come from).
     starts: HashMap<String, Vec<Instant>>,
     at: Vec<Instant>,
+    /// When each task's first successful run started, in epoch ms of this host's clock.
+    wall: HashMap<String, i64>,
 }
 
 type SharedHits = Arc<Mutex<Hits>>;
@@ -92,6 +146,7 @@ async fn start_hit_server() -> Result<(u16, SharedHits)> {
                 }
                 let mut g = h.lock().unwrap();
                 let id = headers.get(TASK_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                g.wall.entry(id.clone()).or_insert(chrono::Utc::now().timestamp_millis() - started.elapsed().as_millis() as i64);
                 *g.runs.entry(id.clone()).or_default() += 1;
                 g.starts.entry(id).or_default().push(started);
                 g.at.push(Instant::now());
@@ -186,7 +241,12 @@ struct Env {
 
 impl Env {
     async fn new(bin: &std::path::Path, redis: RedisProc) -> Result<Env> {
-        let admin_url = chronos_tests::admin_database_url();
+        Env::on_postgres(bin, redis, &chronos_tests::admin_database_url()).await
+    }
+
+    /// A fresh database on the Postgres server at `admin_url` (e.g. a private one).
+    async fn on_postgres(bin: &std::path::Path, redis: RedisProc, admin_url: &str) -> Result<Env> {
+        let admin_url = admin_url.to_owned();
         let database = format!("chronos_chaos_{:08x}", rand::random::<u32>());
         let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("connect to Postgres")?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
@@ -244,6 +304,29 @@ impl Env {
         cmd.spawn().context("spawn chronos worker")
     }
 
+    /// `chronos api` on this scenario's Redis, database and namespace, listening on `port`.
+    fn api(&self, name: &str, port: u16) -> Result<tokio::process::Child> {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("api").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Ok(dir) = std::env::var("CHRONOS_CHAOS_LOGS") {
+            cmd.stderr(std::fs::File::create(PathBuf::from(dir).join(format!("{}-{name}.log", self.namespace)))?);
+        }
+        cmd.envs([
+            ("REDIS_URL", self.redis.url()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("CHRONOS_NAMESPACE", self.namespace.clone()),
+            ("CHRONOS_DLQ_QUEUE", self.dlq_name()),
+            ("CHRONOS_API_ADDR", format!("127.0.0.1:{port}")),
+            ("CHRONOS_ADMIN_KEY", ADMIN_KEY.to_owned()),
+            ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("CHRONOS_LOG", "info".to_owned()),
+        ]);
+        cmd.spawn().context("spawn chronos api")
+    }
+
     /// Enqueue `n` tasks that call the hit endpoint (indices from `first`); returns how many
     /// were accepted.
     async fn enqueue_hits(&self, port: u16, first: u64, n: u64, ms: u64) -> Result<u64> {
@@ -275,7 +358,14 @@ impl Env {
     async fn settle(&self, accepted: u64, limit: Duration) -> Result<HashMap<String, i64>> {
         let start = Instant::now();
         loop {
-            let c = self.counts().await?;
+            // Postgres may just have come back: its pool's first queries can fail.
+            let c = match self.counts().await {
+                Err(_) if start.elapsed() < limit => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                c => c?,
+            };
             let terminal: i64 = ["completed", "cancelled", "dead"].iter().map(|s| c.get(*s).copied().unwrap_or(0)).sum();
             if terminal as u64 >= accepted || start.elapsed() > limit {
                 return Ok(c);
@@ -713,7 +803,197 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     Ok(f)
 }
 
-const SCENARIOS: &[&str] = &["sigkill", "redis-restart-aof", "redis-restart-empty", "flushall", "sqs-cut", "sigkill-cluster"];
+/// The answer to one `POST /v1/tasks`.
+enum Answer {
+    /// A 2xx, with the task's id.
+    Created(String),
+    /// A 503, and whether it said when to retry.
+    Unavailable { retry_after: bool },
+    /// Any other status, with its body.
+    Other(String),
+    /// No answer at all (connection refused or reset, or the deadline passed).
+    Unanswered(String),
+}
+
+async fn post_task(api: &Api, body: &Value) -> Answer {
+    match api.req(ADMIN_KEY, reqwest::Method::POST, "/v1/tasks").json(body).send().await {
+        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok(v) => match v["id"].as_str() {
+                Some(id) => Answer::Created(id.to_owned()),
+                None => Answer::Other(format!("a 2xx without a task id: {v}")),
+            },
+            // The process died between the status line and the body.
+            Err(e) => Answer::Unanswered(format!("2xx, then no body: {e}")),
+        },
+        Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+            Answer::Unavailable { retry_after: r.headers().contains_key("retry-after") }
+        }
+        Ok(r) => {
+            let status = r.status();
+            Answer::Other(format!("{status}: {}", r.text().await.unwrap_or_default()))
+        }
+        Err(e) => Answer::Unanswered(e.to_string()),
+    }
+}
+
+/// What a producer sending `POST /v1/tasks` through an outage saw.
+#[derive(Default)]
+struct Produced {
+    /// Ids of the tasks that got a 2xx.
+    accepted: Vec<String>,
+    /// 503s, and those without a `Retry-After`.
+    unavailable: u64,
+    unavailable_without_retry_after: u64,
+    /// Any other answer (status and detail), or no answer.
+    other: Vec<String>,
+    /// When the first 2xx after `since` came (set by the scenario).
+    first_accept_after: Option<Instant>,
+    since: Option<Instant>,
+}
+
+/// 4. The scenario's own Postgres stopped (60 s, 10 s with `--quick`) while a producer sends
+///    `POST /v1/tasks` to a `chronos api` process and two workers run a backlog. While it is
+///    down, enqueue must answer 503 with `Retry-After`, workers must keep completing tasks, and
+///    a viewer key used before the outage must still read a live task and the queues. After,
+///    every accepted task is terminal in Postgres with its attempts recorded.
+async fn postgres_down(o: &Opts) -> Result<Figures> {
+    let outage = Duration::from_secs(if o.quick { 10 } else { 60 });
+    let backlog: u64 = if o.quick { 600 } else { 3_000 };
+    let pg = chronos_tests::PrivatePostgres::start();
+    let env = Env::on_postgres(&o.chronos_bin, RedisProc::start(&["--save", "", "--appendonly", "no"])?, &pg.admin_url()).await?;
+    let (hit_port, hits) = start_hit_server().await?;
+    let api_port = free_port()?;
+    let _api_proc = env.api("api", api_port)?;
+    let api = Api::new(api_port);
+    api.wait_up(Duration::from_secs(30)).await?;
+    let r = api.req(ADMIN_KEY, reqwest::Method::POST, "/v1/keys").json(&json!({"name": "chaos-viewer", "role": "viewer"})).send().await?;
+    let key: Value = r.error_for_status()?.json().await?;
+    let viewer = key["secret"].as_str().context("POST /v1/keys answers the secret")?.to_owned();
+    // Enough work that the workers are busy through the outage (2 × 8 at 20 ms ≈ 500/s at most,
+    // fewer with the audit writer's load), then the producer on top.
+    let mut accepted = env.enqueue_hits(hit_port, 0, backlog, if o.quick { 150 } else { 300 }).await?;
+    let workers: Vec<_> = (0..2).map(|i| env.worker(&format!("w{i}"), &[])).collect::<Result<_>>()?;
+    let produced: Arc<Mutex<Produced>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (api, produced, stop) = (Api::new(api_port), produced.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 1_000_000u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let answer = post_task(&api, &hit_task(hit_port, i, 5)).await;
+                {
+                    let mut p = produced.lock().unwrap();
+                    match answer {
+                        Answer::Created(id) => {
+                            p.accepted.push(id);
+                            if p.since.is_some() && p.first_accept_after.is_none() {
+                                p.first_accept_after = Some(Instant::now());
+                            }
+                        }
+                        Answer::Unavailable { retry_after } => {
+                            p.unavailable += 1;
+                            if !retry_after {
+                                p.unavailable_without_retry_after += 1;
+                            }
+                        }
+                        Answer::Other(m) | Answer::Unanswered(m) => p.other.push(m),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // A task the viewer reads while Postgres is down, and the key's first use.
+    let probe = env
+        .client
+        .enqueue(
+            NewTask::new("http", json!({"url": format!("http://127.0.0.1:{hit_port}/hit"), "body": {"i": 0}}))
+                .queue(QUEUE)
+                .delay(Duration::from_secs(3600)),
+        )
+        .await?
+        .id;
+    accepted += 1;
+    let read_path = format!("/v1/tasks/{probe}");
+    api.req(&viewer, reqwest::Method::GET, &read_path).send().await?.error_for_status()?;
+    // Mid-run: a sixth of the backlog done.
+    let deadline = Instant::now() + settle_limit(o);
+    while (hits.lock().unwrap().runs.len() as u64) < backlog / 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg.down();
+    let down = Instant::now();
+    let (mut reads_ok, mut reads_failed, mut worst_read_ms) = (0u64, Vec::new(), 0u64);
+    while down.elapsed() < outage {
+        for path in [read_path.as_str(), "/v1/queues"] {
+            let t = Instant::now();
+            match api.req(&viewer, reqwest::Method::GET, path).send().await {
+                Ok(r) if r.status().is_success() => reads_ok += 1,
+                Ok(r) => reads_failed.push(format!("GET {path}: {}", r.status())),
+                Err(e) => reads_failed.push(format!("GET {path}: {e}")),
+            }
+            worst_read_ms = worst_read_ms.max(t.elapsed().as_millis() as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ran_during = hits.lock().unwrap().at.iter().filter(|t| **t > down + Duration::from_secs(1)).count() as u64;
+    pg.up();
+    let up = Instant::now();
+    produced.lock().unwrap().since = Some(up);
+    // The producer carries on until Postgres takes its tasks again, and a little after.
+    while produced.lock().unwrap().first_accept_after.is_none() && up.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.await?;
+    let p = std::mem::take(&mut *produced.lock().unwrap());
+    accepted += p.accepted.len() as u64;
+    // The probe was only for reading; cancel it so the run can settle.
+    api.req(ADMIN_KEY, reqwest::Method::POST, &format!("/v1/tasks/{probe}/cancel")).send().await?.error_for_status()?;
+    let c = env.settle(accepted, settle_limit(o)).await?;
+    // Every transition reached Postgres: each finished task's attempts have rows, the last
+    // one with the task's outcome.
+    let unrecorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks t WHERE t.status = 'completed' AND NOT EXISTS
+           (SELECT 1 FROM task_attempts a WHERE a.task_id = t.id AND a.outcome = 'completed')",
+    )
+    .fetch_one(env.store.pool())
+    .await?;
+    let mut f = Figures::from_counts(accepted, &c, &hits, &[]);
+    f.recover_ms = p.first_accept_after.map(|t| t.duration_since(up).as_millis() as u64).unwrap_or(u64::MAX);
+    f.extra.insert("outage_s".into(), json!(outage.as_secs()));
+    f.extra.insert("runs_during_outage".into(), json!(ran_during));
+    f.extra.insert("enqueue_503".into(), json!(p.unavailable));
+    f.extra.insert("enqueue_503_without_retry_after".into(), json!(p.unavailable_without_retry_after));
+    f.extra.insert("enqueue_other".into(), json!(p.other.len()));
+    f.extra.insert("reads_ok".into(), json!(reads_ok));
+    f.extra.insert("reads_failed".into(), json!(reads_failed.len()));
+    f.extra.insert("worst_read_ms".into(), json!(worst_read_ms));
+    f.extra.insert("completed_without_attempt_row".into(), json!(unrecorded));
+    for m in p.other.iter().chain(&reads_failed).take(5) {
+        eprintln!("chaos: postgres-down: {m}");
+    }
+    drop(workers);
+    env.cleanup().await;
+    drop(pg);
+    Ok(f)
+}
+
+const SCENARIOS: &[&str] = &[
+    "sigkill",
+    "redis-restart-aof",
+    "redis-restart-empty",
+    "flushall",
+    "postgres-down",
+    "sqs-cut",
+    "api-restart",
+    "clock-skew",
+    "redis-oom",
+    "bad-input",
+    "sigkill-cluster",
+];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -733,6 +1013,11 @@ async fn main() -> Result<()> {
             "flushall" => flushall(&o).await,
             "sqs-cut" => sqs_cut(&o).await,
             "sigkill-cluster" => sigkill_cluster(&o).await,
+            "postgres-down" => postgres_down(&o).await,
+            "api-restart" => more::api_restart(&o).await,
+            "clock-skew" => more::clock_skew(&o).await,
+            "redis-oom" => more::redis_oom(&o).await,
+            "bad-input" => bad::bad_input(&o).await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {name}"))?;
@@ -743,6 +1028,33 @@ async fn main() -> Result<()> {
         }
         if name == "flushall" && f.duplicates != 0 {
             failures.push(format!("{name}: {} tasks ran again after completing", f.duplicates));
+        }
+        failures.extend(match name {
+            "api-restart" => more::api_restart_failures(&f),
+            "clock-skew" => more::clock_skew_failures(&f),
+            "redis-oom" => more::redis_oom_failures(&f),
+            "bad-input" => bad::bad_input_failures(&f),
+            _ => Vec::new(),
+        });
+        if name == "postgres-down" {
+            let n = |k: &str| f.extra[k].as_u64().unwrap_or(0);
+            if n("enqueue_503") == 0 || n("enqueue_503_without_retry_after") != 0 || n("enqueue_other") != 0 {
+                failures.push(format!(
+                    "{name}: enqueue answered {} 503s ({} without Retry-After) and {} other answers",
+                    n("enqueue_503"),
+                    n("enqueue_503_without_retry_after"),
+                    n("enqueue_other")
+                ));
+            }
+            if n("runs_during_outage") == 0 {
+                failures.push(format!("{name}: no task ran while Postgres was down"));
+            }
+            if n("reads_failed") != 0 || n("reads_ok") == 0 {
+                failures.push(format!("{name}: {} reads failed while Postgres was down", n("reads_failed")));
+            }
+            if n("completed_without_attempt_row") != 0 {
+                failures.push(format!("{name}: {} completed tasks without their attempt in Postgres", n("completed_without_attempt_row")));
+            }
         }
         if name == "sqs-cut" {
             let (msgs, tasks) = (f.extra["dlq_messages"].as_u64().unwrap_or(0), f.extra["dlq_tasks"].as_u64().unwrap_or(0));

@@ -207,11 +207,27 @@ impl Worker {
             if let Some(store) = &store {
                 chronos_core::reconcile::settle_before_claiming(&engine, store, &cfg.worker_id).await;
             }
-            for q in cfg.queues.names() {
-                engine.register_queue(&q).await?;
+            // Redis refusing these writes (out of memory with `noeviction`, or away for a
+            // moment) must not end the worker: it waits, as it waits for a first connection.
+            let mut said = false;
+            loop {
+                let registered = async {
+                    for q in cfg.queues.names() {
+                        engine.register_queue(&q).await?;
+                    }
+                    engine.announce_worker(&presence(&cfg)).await
+                };
+                match registered.await {
+                    Err(e) if e.is_retryable() => {
+                        if !said {
+                            tracing::warn!(worker = %cfg.worker_id, error = %e, "cannot register with Redis yet; retrying every second");
+                            said = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    r => break r,
+                }
             }
-            engine.announce_worker(&presence(&cfg)).await?;
-            Ok::<(), chronos_core::Error>(())
         };
         tokio::select! {
             r = start_up => r?,

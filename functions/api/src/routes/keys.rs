@@ -54,5 +54,6 @@ pub async fn revoke(
     if !state.chronos.revoke_key(&caller, id).await? {
         return Err(ApiError::not_found(format!("no live key {id}")));
     }
+    state.keys.forget_key_id(&id.to_string());
     Ok(StatusCode::NO_CONTENT)
 }
