@@ -241,13 +241,15 @@ async fn created_by(env: &TestEnv, id: &str) -> Option<String> {
     env.store.get_task(id.parse().unwrap()).await.unwrap().unwrap().created_by
 }
 
-const TASK_FIELDS: [&str; 19] = [
+const TASK_FIELDS: [&str; 23] = [
     "attempts",
     "backoff",
     "cancel_requested",
     "created_at",
+    "expires_at",
     "finished_at",
     "fire_at",
+    "group",
     "id",
     "idempotency_key",
     "last_error",
@@ -255,7 +257,9 @@ const TASK_FIELDS: [&str; 19] = [
     "name",
     "payload",
     "priority",
+    "progress",
     "queue",
+    "result",
     "run_at",
     "schedule_id",
     "status",
