@@ -2,7 +2,8 @@
 //! tasks (with their attempts and idempotency keys) go `CHRONOS_RETENTION_DAYS` (default 30)
 //! after they finished, dead ones after `CHRONOS_DEAD_RETENTION_DAYS` (default 90); the tick
 //! deletes them in batches ([`purge`]), so a table's size follows the traffic of the retention
-//! window, not of the deployment's life. Manual actions in `audit_log` are kept.
+//! window, not of the deployment's life. Finished bulk jobs (`jobs`) go after
+//! `CHRONOS_RETENTION_DAYS` too. Manual actions in `audit_log` are kept.
 //!
 //! Finding them needs no index beyond the primary key, so the audit writer's row updates stay
 //! heap-only: task ids are UUIDv7 whose timestamp is the creation (for a schedule's occurrence,
@@ -67,6 +68,8 @@ pub struct Purged {
     /// Completed and cancelled tasks.
     pub finished: u64,
     pub dead: u64,
+    /// Finished bulk jobs (completed, failed or cancelled).
+    pub jobs: u64,
 }
 
 /// The smallest UUIDv7 of `at`'s millisecond: every id created before `at` is below it.
@@ -122,6 +125,22 @@ pub async fn purge(engine: &Engine, store: &Store, retention: Retention, now: Da
         }
         purged.dead += delete_rows(store, &gone, &["dead"]).await?;
         if (rows.len() as i64) < BATCH {
+            break;
+        }
+    }
+    let cutoff = now - chrono::Duration::from_std(retention.finished).unwrap_or(chrono::TimeDelta::MAX);
+    for _ in 0..MAX_BATCHES {
+        let n = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('completed', 'failed', 'cancelled')
+               AND coalesce(finished_at, created_at) < $1 ORDER BY created_at LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(BATCH)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+        purged.jobs += n;
+        if (n as i64) < BATCH {
             break;
         }
     }
