@@ -42,6 +42,7 @@ use sqlx::Connection;
 
 mod bad;
 mod more;
+mod soak;
 
 const QUEUE: &str = "chaos";
 /// The bootstrap admin key of the scenarios' `chronos api` processes.
@@ -95,13 +96,20 @@ struct Opts {
     quick: bool,
     only: Option<Vec<String>>,
     json: Option<PathBuf>,
+    /// `--soak [MINUTES]`: run the soak alone, this long.
+    soak: Option<u64>,
 }
 
 fn parse_args() -> Result<Opts> {
-    let mut o = Opts { chronos_bin: PathBuf::new(), quick: false, only: None, json: None };
-    let mut args = std::env::args().skip(1);
+    let mut o = Opts { chronos_bin: PathBuf::new(), quick: false, only: None, json: None, soak: None };
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--soak" => {
+                let minutes = args.next_if(|m| m.parse::<u64>().is_ok()).map_or(10, |m| m.parse().unwrap_or(10));
+                o.soak = Some(minutes.max(1));
+                o.only = Some(vec!["soak".into()]);
+            }
             "--quick" => o.quick = true,
             "--chronos-bin" => o.chronos_bin = args.next().context("--chronos-bin needs a path")?.into(),
             "--json" => o.json = Some(args.next().context("--json needs a path")?.into()),
@@ -993,6 +1001,8 @@ const SCENARIOS: &[&str] = &[
     "redis-oom",
     "bad-input",
     "sigkill-cluster",
+    // Only with --soak.
+    "soak",
 ];
 
 #[tokio::main]
@@ -1001,7 +1011,7 @@ async fn main() -> Result<()> {
     let mut out = serde_json::Map::new();
     let mut failures = Vec::new();
     for &name in SCENARIOS {
-        if o.only.as_ref().is_some_and(|only| !only.iter().any(|s| s == name)) {
+        if o.only.as_ref().is_some_and(|only| !only.iter().any(|s| s == name)) || (name == "soak" && o.soak.is_none()) {
             continue;
         }
         eprintln!("chaos: {name} …");
@@ -1018,6 +1028,7 @@ async fn main() -> Result<()> {
             "clock-skew" => more::clock_skew(&o).await,
             "redis-oom" => more::redis_oom(&o).await,
             "bad-input" => bad::bad_input(&o).await,
+            "soak" => soak::soak(&o, o.soak.unwrap_or(10)).await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {name}"))?;
@@ -1034,6 +1045,7 @@ async fn main() -> Result<()> {
             "clock-skew" => more::clock_skew_failures(&f),
             "redis-oom" => more::redis_oom_failures(&f),
             "bad-input" => bad::bad_input_failures(&f),
+            "soak" => soak::soak_failures(&f),
             _ => Vec::new(),
         });
         if name == "postgres-down" {
