@@ -41,7 +41,9 @@
 
   // Regions: an element with data-region is re-rendered by fetching this page again and
   // taking the element with the same id from the answer. Throttled per region.
-  var regionBusy = {}, regionLast = {};
+  // regionHtml: each region's markup as the server last sent it, so an answer that changes
+  // nothing leaves the element (and a click or focus on it) alone.
+  var regionBusy = {}, regionLast = {}, regionHtml = {};
   function refreshRegion(el, force) {
     var id = el.id;
     if (!id || regionBusy[id]) return;
@@ -63,6 +65,8 @@
         var fresh = doc.getElementById(id);
         var cur = document.getElementById(id);
         if (fresh && cur) {
+          if (regionHtml[id] === fresh.outerHTML) return;
+          regionHtml[id] = fresh.outerHTML;
           cur.replaceWith(fresh);
           applyLatest(fresh);
           relTimes(fresh);
@@ -232,6 +236,7 @@
   }
 
   document.addEventListener('DOMContentLoaded', function () {
+    $$('[data-region]').forEach(function (el) { if (el.id) regionHtml[el.id] = el.outerHTML; });
     relTimes(document);
     setInterval(function () { relTimes(document); }, 10000);
     bindForms(document);
