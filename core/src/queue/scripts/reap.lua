@@ -31,7 +31,8 @@ for _, id in ipairs(expired) do
       redis.call('XADD', outbox, '*', 'k', 'x', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg, 's', '', 'o', 'lost')
     else
       to_ready(prefix, ready, seqkey, id, f[3], f[6])
-      redis.call('HSET', tkey, 'st', 'queued', 'le', msg)
+      -- Ready again from now: the next claim's wait is not counted from before the lost run.
+      redis.call('HSET', tkey, 'st', 'queued', 'le', msg, 'ra', now)
       redis.call('XADD', outbox, '*', 'k', 'L', 't', now, 'i', id, 'a', a, 'w', f[4] or '', 'e', msg)
       requeued = requeued + 1
     end

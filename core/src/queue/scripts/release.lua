@@ -17,7 +17,7 @@ for i = 3, #ARGV, 2 do
     redis.call('ZREM', active, id)
     attempt_ended(prefix, ready, wake, id, f[5], limited)
     redis.call('HINCRBY', tkey, 'ma', 1)
-    redis.call('HSET', tkey, 'st', 'queued', 'tok', redis.call('INCR', tokkey))
+    redis.call('HSET', tkey, 'st', 'queued', 'tok', redis.call('INCR', tokkey), 'ra', now)
     redis.call('HDEL', tkey, 'cx')
     to_ready(prefix, ready, seqkey, id, f[3], f[5])
     back[#back + 1] = id .. ':' .. f[4]
