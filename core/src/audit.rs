@@ -120,7 +120,7 @@ impl Batch {
             "c" | "d" | "B" => {
                 // Beside k, t, w and x, a completion carries `l<id>` for each attempt that logged
                 // and `r<id>` for each that returned a result.
-                let with_logs = kind == "d" && f.len() > 4;
+                let with_logs = (kind == "d" || kind == "B") && f.len() > 4;
                 for (tid, a) in each(s("x")) {
                     let logs = if with_logs { s(&format!("l{tid}")) } else { None };
                     let row = self.attempt(tid, a);
@@ -147,7 +147,10 @@ impl Batch {
                     };
                     let u = self.task(tid, seq, status, at);
                     u.attempts = Some(u.attempts.unwrap_or(0).max(a));
-                    if with_logs && let Some(r) = s(&format!("r{tid}")) {
+                    if with_logs
+                        && kind == "d"
+                        && let Some(r) = s(&format!("r{tid}"))
+                    {
                         u.result = Some(r);
                     }
                 }

@@ -364,3 +364,43 @@ async fn a_worker_with_chronos_metrics_emf_writes_its_metrics_as_embedded_metric
     let _ = child.wait().await;
     env.cleanup().await;
 }
+
+/// Logs a line, then works until it is stopped.
+struct Stubborn;
+
+impl Handler for Stubborn {
+    fn kind(&self) -> &'static str {
+        "stubborn"
+    }
+    async fn handle(&self, ctx: TaskContext, _task: Task) -> Result<(), HandlerError> {
+        tracing::info!("stubborn: rendering page 1 of 500");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => Ok(()),
+            _ = ctx.cancelled() => Err(HandlerError::Cancelled),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_handed_back_at_shutdown_keeps_what_its_handler_logged() {
+    install_capture();
+    let env = TestEnv::new().await;
+    let api = start_api(&env, None).await;
+    let mut registry = diag_registry();
+    registry.register(Stubborn).unwrap();
+    let mut cfg = worker_config(&["default"]);
+    cfg.shutdown_grace = Duration::from_millis(300);
+    let worker = start_worker(&env, registry, cfg, None);
+    let id = env.client.enqueue(NewTask::new("stubborn", json!({}))).await.unwrap().id;
+    wait_until(Duration::from_secs(10), "it runs", || async { env.status(id).await == "running" }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.stop().await; // the grace runs out: the lease is handed back
+    wait_until(Duration::from_secs(10), "the released attempt in Postgres", || async {
+        attempts(&api, id).await.first().is_some_and(|a| a["outcome"] == "released")
+    })
+    .await;
+    let a = attempts(&api, id).await;
+    let logs = a[0]["logs"].as_str().unwrap_or_default();
+    assert!(logs.contains("stubborn: rendering page 1 of 500"), "the released attempt keeps its lines: {a:?}");
+    env.cleanup().await;
+}

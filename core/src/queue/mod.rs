@@ -28,9 +28,7 @@ use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
 use conn::Target;
 pub use conn::{BlockingConnection, Connection};
 pub use presence::WorkerPresence;
-use script::{
-    ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, LIMITS, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, ScriptDef, unexpected,
-};
+use script::{ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, LIMITS, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, unexpected};
 
 /// How many due delayed tasks one claim promotes at most.
 const PROMOTE_LIMIT: usize = 1000;
@@ -534,19 +532,20 @@ impl Engine {
 
     /// Hand leases straight back to ready (graceful shutdown).
     pub async fn release(&self, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
-        self.per_lease(&RELEASE, queue, worker, leases).await
+        let with: Vec<(TaskId, u64, Option<String>)> = leases.iter().map(|&(id, tok)| (id, tok, None)).collect();
+        self.release_with_logs(queue, worker, &with).await
     }
 
-    /// A script that takes `worker` then `(id, token)` pairs and answers 1 (done) or 0 (stale
-    /// token, not running) per pair: release.
-    async fn per_lease(&self, script: &ScriptDef, queue: &str, worker: &str, leases: &[(TaskId, u64)]) -> Result<Vec<bool>> {
+    /// [`Engine::release`] with each interrupted attempt's captured log lines, stored with the
+    /// attempt (outcome `released`). One bool per lease: false for a stale token.
+    pub async fn release_with_logs(&self, queue: &str, worker: &str, leases: &[(TaskId, u64, Option<String>)]) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = script.call(&self.keys(queue));
+        let mut inv = RELEASE.call(&self.keys(queue));
         inv.arg(worker);
-        for (id, tok) in leases {
-            inv.arg(id.to_string()).arg(tok);
+        for (id, tok, logs) in leases {
+            inv.arg(id.to_string()).arg(tok).arg(logs.as_deref().unwrap_or(""));
         }
         let mut conn = self.conn.clone();
         let r: Vec<i64> = inv.invoke_async(&mut conn).await?;

@@ -63,12 +63,13 @@ fn by_queue(shared: &Shared) -> HashMap<String, Vec<(TaskId, u64, Option<String>
 /// Release every unfinished lease straight back to its queue and stop its handler.
 pub(super) async fn hand_back(shared: &Arc<Shared>) {
     let taken: Vec<(TaskId, Inflight)> = shared.inflight.lock().unwrap().drain().collect();
-    let mut by_queue: HashMap<String, Vec<(TaskId, u64)>> = HashMap::new();
+    let mut by_queue: HashMap<String, Vec<(TaskId, u64, Option<String>)>> = HashMap::new();
     for (id, f) in &taken {
-        by_queue.entry(f.queue.clone()).or_default().push((*id, f.token));
+        // What the interrupted handler logged so far goes with its released attempt.
+        by_queue.entry(f.queue.clone()).or_default().push((*id, f.token, f.state.logs.take()));
     }
     for (queue, leases) in by_queue {
-        match shared.engine.release(&queue, &shared.cfg.worker_id, &leases).await {
+        match shared.engine.release_with_logs(&queue, &shared.cfg.worker_id, &leases).await {
             Ok(r) => tracing::info!(queue, released = r.iter().filter(|x| **x).count(), "unfinished tasks handed back"),
             Err(e) => tracing::warn!(queue, error = %e, "could not hand tasks back; their leases will expire"),
         }
