@@ -334,6 +334,47 @@ pub async fn restore_if_never_enqueued(engine: &Engine, store: &Store, queue: &s
     Ok(restored)
 }
 
+/// How far back [`sweep_never_enqueued`] looks, and from what age: each row it can repair passes
+/// through this window over several ticks.
+const SWEEP_WINDOW: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(300));
+/// Rows [`sweep_never_enqueued`] reads per run at most, oldest first.
+const SWEEP_LIMIT: i64 = 5_000;
+
+/// The tick's sweep for tasks whose submission died between Postgres and Redis and that no
+/// retry named: rows that never started, 30 s to 5 minutes old, that Redis does not hold, each
+/// handed to [`restore_if_never_enqueued`]. Returns how many it enqueued. One indexed range read
+/// (`tasks_created`) and one pipelined `EXISTS` per queue; older rows are left to a retry or a
+/// rebuild.
+pub async fn sweep_never_enqueued(engine: &Engine, store: &Store) -> Result<usize> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, queue FROM tasks
+         WHERE created_at BETWEEN now() - make_interval(secs => $2) AND now() - make_interval(secs => $1)
+           AND status IN ('queued', 'scheduled') AND attempts = 0
+         ORDER BY created_at LIMIT $3",
+    )
+    .bind(SWEEP_WINDOW.0.as_secs_f64())
+    .bind(SWEEP_WINDOW.1.as_secs_f64())
+    .bind(SWEEP_LIMIT)
+    .fetch_all(store.pool())
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for (id, queue) in &rows {
+        pipe.exists(engine.keys(queue).task(&id.to_string()));
+    }
+    let mut conn = engine.connection();
+    let held: Vec<bool> = pipe.query_async(&mut conn).await?;
+    let mut restored = 0;
+    for ((id, queue), held) in rows.iter().zip(held) {
+        if !held && restore_if_never_enqueued(engine, store, queue, *id).await? {
+            restored += 1;
+        }
+    }
+    Ok(restored)
+}
+
 /// Whether a Redis reply holds `needle` in any of its strings.
 fn mentions(v: &redis::Value, needle: &[u8]) -> bool {
     match v {

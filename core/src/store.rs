@@ -17,7 +17,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// When a caller last found Postgres unreachable ([`Store::note_unreachable`]).
+    unreachable_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long after Postgres was found unreachable the reads that have another answer (a cached
+/// key, Redis) give it straight away instead of waiting out the pool's acquire timeout again.
+pub const SKIP_AFTER_UNREACHABLE: Duration = Duration::from_secs(2);
 
 /// A task as Postgres records it.
 #[derive(Debug, Clone, Serialize)]
@@ -133,7 +139,18 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let opts: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(opts);
-        Ok(Store { pool })
+        Ok(Store { pool, unreachable_at: Default::default() })
+    }
+
+    /// Say that a query just failed for want of Postgres.
+    pub fn note_unreachable(&self) {
+        *self.unreachable_at.lock().unwrap() = Some(std::time::Instant::now());
+    }
+
+    /// Postgres was found unreachable within [`SKIP_AFTER_UNREACHABLE`]: a read with another
+    /// answer should give it without asking Postgres (one caller per period asks again).
+    pub fn recently_unreachable(&self) -> bool {
+        self.unreachable_at.lock().unwrap().is_some_and(|t| t.elapsed() < SKIP_AFTER_UNREACHABLE)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -158,6 +158,35 @@ async fn a_retry_with_its_idempotency_key_enqueues_a_task_whose_first_submission
 }
 
 #[tokio::test]
+async fn the_tick_enqueues_a_task_whose_submission_never_reached_redis_and_that_no_retry_named() {
+    let env = TestEnv::new().await;
+    // A running deployment: Redis holds its state, so the tick does not rebuild it.
+    chronos_core::reconcile::ensure_redis_state(&env.engine, &env.store, "test").await.unwrap();
+    let orphan = env.client.enqueue(chronos_core::NewTask::new("noop", json!({})).queue("orphans")).await.unwrap().id;
+    let kept = env.client.enqueue(chronos_core::NewTask::new("noop", json!({})).queue("orphans")).await.unwrap().id;
+    let done = env.client.enqueue(chronos_core::NewTask::new("noop", json!({})).queue("orphans")).await.unwrap().id;
+    // As if the writer died before Redis: its keys gone; a minute old. `done` completed long ago
+    // (its row says so), `kept` is in Redis: neither is touched.
+    let k = env.engine.keys("orphans");
+    let mut conn = env.engine.connection();
+    for id in [orphan, done] {
+        let id = id.to_string();
+        let () = redis::pipe().del(k.task(&id)).del(k.payload(&id)).zrem(&k.ready, &id).query_async(&mut conn).await.unwrap();
+    }
+    sqlx::query("UPDATE tasks SET created_at = now() - interval '1 minute'").execute(env.store.pool()).await.unwrap();
+    sqlx::query("UPDATE tasks SET status = 'completed', attempts = 1 WHERE id = $1").bind(done).execute(env.store.pool()).await.unwrap();
+    let out =
+        tokio::process::Command::new(chronos_tests::chronos_bin()).args(["tick", "--once"]).envs(env.child_env()).output().await.unwrap();
+    assert!(out.status.success(), "chronos tick --once: {}", String::from_utf8_lossy(&out.stderr));
+    let mut ready: Vec<String> = redis::cmd("ZRANGE").arg(&k.ready).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    ready.sort();
+    let mut want = vec![orphan.to_string(), kept.to_string()];
+    want.sort();
+    assert_eq!(ready, want, "the orphan enqueued, the completed task not; {}", String::from_utf8_lossy(&out.stdout));
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_batch_is_all_or_nothing_and_names_the_bad_item() {
     let env = TestEnv::new().await;
     let api = start_api(&env, None).await;

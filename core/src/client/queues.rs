@@ -49,10 +49,15 @@ impl Chronos {
         };
         let mut names = self.engine.queues().await?;
         // While Postgres is down, the queues Redis knows of, with Redis's counts.
-        match self.store.queue_names().await {
-            Ok(pg) => names.extend(pg),
-            Err(Error::Postgres(e)) => tracing::warn!(error = %e, "queue listing without Postgres"),
-            Err(e) => return Err(e),
+        if !self.store.recently_unreachable() {
+            match self.store.queue_names().await {
+                Ok(pg) => names.extend(pg),
+                Err(Error::Postgres(e)) => {
+                    self.store.note_unreachable();
+                    tracing::warn!(error = %e, "queue listing without Postgres");
+                }
+                Err(e) => return Err(e),
+            }
         }
         // A queue given limits before its first task is listed with them.
         names.extend(all_limits.keys().cloned());
@@ -81,10 +86,16 @@ impl Chronos {
     async fn summary(&self, name: &str, workers: &[WorkerPresence], limits: QueueLimits) -> Result<QueueSummary> {
         let live = self.engine.counts(name).await?;
         let serving = workers.iter().filter(|w| w.serves(name)).count() as u32;
-        let (pg, postgres_unavailable) = match self.store.status_counts(name).await {
-            Ok(pg) => (pg, false),
-            Err(Error::Postgres(_)) => (Default::default(), true),
-            Err(e) => return Err(e),
+        let (pg, postgres_unavailable) = match self.store.recently_unreachable() {
+            true => (Default::default(), true),
+            false => match self.store.status_counts(name).await {
+                Ok(pg) => (pg, false),
+                Err(Error::Postgres(_)) => {
+                    self.store.note_unreachable();
+                    (Default::default(), true)
+                }
+                Err(e) => return Err(e),
+            },
         };
         Ok(QueueSummary {
             name: name.to_owned(),

@@ -164,8 +164,16 @@ impl Chronos {
     /// While Postgres cannot be read, a task Redis still holds is answered from Redis alone
     /// ([`Chronos::task_from_redis`]).
     pub async fn task(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
+        if self.store.recently_unreachable()
+            && let Some(rec) = self.task_from_redis(caller, id).await?
+        {
+            return Ok(rec);
+        }
         let rec = match self.task_record(caller, id).await {
-            Err(Error::Postgres(e)) => return self.task_from_redis(caller, id).await?.ok_or(Error::Postgres(e)),
+            Err(Error::Postgres(e)) => {
+                self.store.note_unreachable();
+                return self.task_from_redis(caller, id).await?.ok_or(Error::Postgres(e));
+            }
             other => other?,
         };
         Ok(self.live_one(rec).await)

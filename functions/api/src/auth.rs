@@ -65,6 +65,12 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
     if let Some(admin) = bootstrap_admin(state.admin_key.as_ref(), secret) {
         return Ok(admin);
     }
+    // Postgres just failed another request: a key seen recently is taken from the cache.
+    if state.chronos.store.recently_unreachable()
+        && let Some(c) = state.keys.recall(secret)
+    {
+        return Ok(c);
+    }
     match state.chronos.authenticate(secret).await {
         Ok(Some(c)) => {
             state.keys.remember(secret, &c);
@@ -74,17 +80,18 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
             state.keys.forget(secret);
             Err(ApiError::unauthorized("the API key is not valid (unknown or revoked)"))
         }
-        Err(e @ chronos_core::Error::Postgres(_)) => match state.keys.recall(secret) {
-            Some(c) => Ok(c),
-            None => Err(e.into()),
-        },
+        Err(e @ chronos_core::Error::Postgres(_)) => {
+            state.chronos.store.note_unreachable();
+            state.keys.recall(secret).ok_or_else(|| e.into())
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// API keys this process looked up recently, for while Postgres cannot be reached: a key that
 /// signed in within [`KeyCache::TTL`] still does, so the reads Redis can answer (a live task,
-/// the queues) keep working through an outage. Postgres is asked first on every request, so a
+/// the queues) keep working through an outage. Postgres is asked first on every request (but
+/// within [`chronos_core::store::SKIP_AFTER_UNREACHABLE`] of finding it unreachable), so a
 /// revocation applies at once whenever it answers. Held by the hash of the secret, never the
 /// secret.
 #[derive(Default)]

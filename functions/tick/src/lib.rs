@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`tick`] — one run: plan schedules ([`chronos_core::schedule::Scheduler::tick`]), check
 //!   Redis still holds its state (rebuild from Postgres if it lost it), reap expired leases,
-//!   delete finished tasks past their retention ([`chronos_core::retention`]), and work
-//!   bulk-operation jobs whose runner died or that no process runs ([`chronos_core::jobs`]).
+//!   delete finished tasks past their retention ([`chronos_core::retention`]), work
+//!   bulk-operation jobs whose runner died or that no process runs ([`chronos_core::jobs`]),
+//!   and enqueue tasks whose submission died between Postgres and Redis
+//!   ([`chronos_core::reconcile::sweep_never_enqueued`]).
 //! - [`run_loop`] — the local loop around it.
 //! - `main.rs` — the Lambda binary `chronos-tick-lambda`.
 //!
@@ -40,6 +42,9 @@ pub struct TickOutput {
     pub purged: Purged,
     /// Bulk-operation jobs worked on (resumed after their runner died, or with no runner).
     pub jobs: usize,
+    /// Tasks Postgres accepted whose enqueue never reached Redis (their writer died), enqueued
+    /// now ([`reconcile::sweep_never_enqueued`]).
+    pub never_enqueued: usize,
 }
 
 /// How long one tick works on bulk-operation jobs at most (the Lambda's timeout is 60 s).
@@ -73,7 +78,8 @@ pub async fn tick_at(scheduler: &Scheduler, who: &str, keep: Retention, dlq_queu
     let purged = retention::purge(&chronos.engine, &chronos.store, keep, now).await?;
     let mut dlq = DlqHandle::new(chronos.dlq().cloned(), dlq_queue.map(str::to_owned));
     let jobs = jobs::run_due(chronos, &mut dlq, who, JOBS_BUDGET).await?;
-    Ok(TickOutput { schedules, restored, reaped, purged, jobs })
+    let never_enqueued = reconcile::sweep_never_enqueued(&chronos.engine, &chronos.store).await?;
+    Ok(TickOutput { schedules, restored, reaped, purged, jobs, never_enqueued })
 }
 
 /// Tick every `every` until `stop` resolves; an error is logged and the next tick retries.
@@ -100,7 +106,8 @@ pub async fn run_loop(
                     || out.restored.is_some()
                     || out.schedules.failed > 0
                     || out.purged != Purged::default()
-                    || out.jobs > 0 =>
+                    || out.jobs > 0
+                    || out.never_enqueued > 0 =>
             {
                 tracing::info!(?out, "tick")
             }
