@@ -161,17 +161,7 @@ impl CreateTask {
         let mut t = self.take_what_runs();
         match (self.run_at, self.delay_ms) {
             (Some(_), Some(_)) => return Err(ApiError::validation(f("run_at"), "give either run_at or delay_ms, not both")),
-            (Some(at), None) => {
-                let at = DateTime::parse_from_rfc3339(&at).map_err(|_| {
-                    ApiError::validation(f("run_at"), format!("{at:?} is not an RFC 3339 time such as 2026-11-27T09:00:00Z"))
-                })?;
-                let at = at.with_timezone(&Utc);
-                // Echoed back as RFC 3339, which has four-digit years.
-                if !(0..=9999).contains(&at.year()) {
-                    return Err(ApiError::validation(f("run_at"), "must fall in the years 0000–9999 in UTC"));
-                }
-                t = t.run_at(at);
-            }
+            (Some(at), None) => t = t.run_at(instant(f("run_at"), &at)?),
             (None, Some(ms)) => t = t.delay(Duration::from_millis(ms)),
             (None, None) => {}
         }
@@ -180,16 +170,7 @@ impl CreateTask {
         }
         match (self.expires_at, self.ttl_ms) {
             (Some(_), Some(_)) => return Err(ApiError::validation(f("expires_at"), "give either expires_at or ttl_ms, not both")),
-            (Some(at), None) => {
-                let at = DateTime::parse_from_rfc3339(&at).map_err(|_| {
-                    ApiError::validation(f("expires_at"), format!("{at:?} is not an RFC 3339 time such as 2026-11-27T10:00:00Z"))
-                })?;
-                let at = at.with_timezone(&Utc);
-                if !(0..=9999).contains(&at.year()) {
-                    return Err(ApiError::validation(f("expires_at"), "must fall in the years 0000–9999 in UTC"));
-                }
-                t = t.expires_at(chronos_core::model::stored_precision(at));
-            }
+            (Some(at), None) => t = t.expires_at(chronos_core::model::stored_precision(instant(f("expires_at"), &at)?)),
             (None, Some(ms)) => {
                 if ms == 0 || ms > chronos_core::model::MAX_FIRST_RUN_AHEAD.as_millis() as u64 {
                     return Err(ApiError::validation(f("ttl_ms"), "must be 1 ms to 10 years (315360000000 ms)"));
@@ -208,6 +189,18 @@ impl CreateTask {
         t.created_by = Some(created_by.to_owned());
         Ok(t)
     }
+}
+
+/// An RFC 3339 instant of a request body, in UTC; the error names `field`.
+fn instant(field: String, at: &str) -> Result<DateTime<Utc>, ApiError> {
+    let t = DateTime::parse_from_rfc3339(at)
+        .map_err(|_| ApiError::validation(field.clone(), format!("{at:?} is not an RFC 3339 time such as 2026-11-27T09:00:00Z")))?
+        .with_timezone(&Utc);
+    // Echoed back as RFC 3339, which has four-digit years.
+    if !(0..=9999).contains(&t.year()) {
+        return Err(ApiError::validation(field, "must fall in the years 0000–9999 in UTC"));
+    }
+    Ok(t)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -284,10 +284,11 @@ impl Env {
         format!("chronos-dlq-{}", self.namespace)
     }
 
-    /// `chronos worker` on this scenario's Redis, database and namespace.
-    fn worker(&self, name: &str, extra: &[(&str, String)]) -> Result<tokio::process::Child> {
+    /// `chronos <sub>` on this scenario's Redis, database and namespace, its stderr kept in
+    /// `CHRONOS_CHAOS_LOGS` when set; `envs` on top.
+    fn command(&self, sub: &str, name: &str, envs: &[(&str, String)]) -> Result<tokio::process::Command> {
         let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.arg("worker").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg(sub).kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         if let Ok(dir) = std::env::var("CHRONOS_CHAOS_LOGS") {
             cmd.stderr(std::fs::File::create(PathBuf::from(dir).join(format!("{}-{name}.log", self.namespace)))?);
         }
@@ -296,16 +297,30 @@ impl Env {
             ("DATABASE_URL", self.database_url.clone()),
             ("CHRONOS_NAMESPACE", self.namespace.clone()),
             ("CHRONOS_DLQ_QUEUE", self.dlq_name()),
-            ("CHRONOS_QUEUES", QUEUE.to_owned()),
-            ("CHRONOS_WORKER_ID", name.to_owned()),
-            ("CHRONOS_CONCURRENCY", "8".to_owned()),
-            ("CHRONOS_LEASE_MS", "2000".to_owned()),
             ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
             ("AWS_REGION", "us-east-1".to_owned()),
             ("AWS_ACCESS_KEY_ID", "test".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
             ("CHRONOS_LOG", "info".to_owned()),
         ]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Ok(cmd)
+    }
+
+    /// `chronos worker` on this scenario's Redis, database and namespace.
+    fn worker(&self, name: &str, extra: &[(&str, String)]) -> Result<tokio::process::Child> {
+        let mut cmd = self.command(
+            "worker",
+            name,
+            &[
+                ("CHRONOS_QUEUES", QUEUE.to_owned()),
+                ("CHRONOS_WORKER_ID", name.to_owned()),
+                ("CHRONOS_CONCURRENCY", "8".to_owned()),
+                ("CHRONOS_LEASE_MS", "2000".to_owned()),
+            ],
+        )?;
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -314,25 +329,8 @@ impl Env {
 
     /// `chronos api` on this scenario's Redis, database and namespace, listening on `port`.
     fn api(&self, name: &str, port: u16) -> Result<tokio::process::Child> {
-        let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.arg("api").kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        if let Ok(dir) = std::env::var("CHRONOS_CHAOS_LOGS") {
-            cmd.stderr(std::fs::File::create(PathBuf::from(dir).join(format!("{}-{name}.log", self.namespace)))?);
-        }
-        cmd.envs([
-            ("REDIS_URL", self.redis.url()),
-            ("DATABASE_URL", self.database_url.clone()),
-            ("CHRONOS_NAMESPACE", self.namespace.clone()),
-            ("CHRONOS_DLQ_QUEUE", self.dlq_name()),
-            ("CHRONOS_API_ADDR", format!("127.0.0.1:{port}")),
-            ("CHRONOS_ADMIN_KEY", ADMIN_KEY.to_owned()),
-            ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-            ("CHRONOS_LOG", "info".to_owned()),
-        ]);
-        cmd.spawn().context("spawn chronos api")
+        let envs = [("CHRONOS_API_ADDR", format!("127.0.0.1:{port}")), ("CHRONOS_ADMIN_KEY", ADMIN_KEY.to_owned())];
+        self.command("api", name, &envs)?.spawn().context("spawn chronos api")
     }
 
     /// Enqueue `n` tasks that call the hit endpoint (indices from `first`); returns how many
