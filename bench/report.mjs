@@ -47,6 +47,14 @@ for (const p of procs) {
   for (const c of conc) row(T, `drain, ${p} worker process${p > 1 ? 'es' : ''} × concurrency ${c}: processed`, '/s', 'higher', `drain_p${p}_c${c}_per_s`, `drain_p${p}_c${c}_per_s`);
   for (const c of conc) row(T, `drain, ${p} worker process${p > 1 ? 'es' : ''} × concurrency ${c}: audited (completed in Postgres)`, '/s', 'higher', `drain_p${p}_c${c}_audited_per_s`, null);
 }
+const O = `Observability cost (Chronos only; drain, 1 process × concurrency ${conc.includes(100) ? 100 : Math.max(...conc)})`;
+{
+  const oc = conc.includes(100) ? 100 : Math.max(...conc);
+  for (const [tag, what] of [['off', 'metrics and traces off (the default)'], ['metrics', 'metrics on (`CHRONOS_METRICS_ADDR`)'], ['traces', 'metrics and traces on (OTLP/HTTP)']]) {
+    row(O, `${what}: processed`, '/s', 'higher', `observability_${tag}_c${oc}_per_s`, null);
+    row(O, `${what}: worker process CPU / task`, 'µs', 'lower', `observability_${tag}_c${oc}_worker_cpu_us_per_task`, null);
+  }
+}
 const L = 'Latency';
 for (const q of ['p50', 'p99', 'max']) row(L, `pickup, enqueue in Redis → handler start, ${q}`, 'ms', 'lower', `pickup_${q}_ms`, `pickup_${q}_ms`);
 for (const q of ['p50', 'p99', 'max']) row(L, `pickup, \`Chronos::enqueue\` (Postgres + Redis) → handler start, ${q} (BullMQ: \`add\`)`, 'ms', 'lower', `pickup_client_${q}_ms`, `pickup_${q}_ms`);

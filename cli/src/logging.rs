@@ -2,7 +2,8 @@
 //! lines (one object per event, the attempt's task id, queue, name, attempt and worker in its
 //! `span`) when `CHRONOS_LOG_FORMAT=json` — the default where CloudWatch reads the output
 //! (Lambda, ECS). Every process also carries the worker's log capture, which costs nothing
-//! outside an attempt.
+//! outside an attempt. Traces (OpenTelemetry, OTLP) are one more layer, present only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -31,10 +32,13 @@ fn format() -> Result<Format, String> {
     }
 }
 
-/// Install the subscriber (logs to stderr, filtered by `CHRONOS_LOG`).
-pub fn init() -> Result<(), String> {
+/// Install the subscriber (logs to stderr, filtered by `CHRONOS_LOG`), with the OpenTelemetry
+/// exporter when the environment asks for traces (see `otel.rs`; `service` names this process
+/// there unless `OTEL_SERVICE_NAME` does).
+pub fn init(service: &str) -> Result<crate::otel::Traces, String> {
     let filter = EnvFilter::try_from_env("CHRONOS_LOG").unwrap_or_else(|_| DEFAULT_FILTER.into());
-    let registry = tracing_subscriber::registry().with(filter).with(chronos_workers::logs::CaptureLayer);
+    let (otel, traces) = crate::otel::layer(service)?;
+    let registry = tracing_subscriber::registry().with(filter).with(chronos_workers::logs::CaptureLayer).with(otel);
     match format()? {
         Format::Json => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).init(),
         Format::Text => registry
@@ -46,5 +50,5 @@ pub fn init() -> Result<(), String> {
             )
             .init(),
     }
-    Ok(())
+    Ok(traces)
 }

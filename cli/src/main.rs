@@ -12,11 +12,13 @@
 //! - `logging.rs` — the `tracing` subscriber: text or JSON lines (`CHRONOS_LOG_FORMAT`), with the
 //!   worker's capture of a handler's log lines.
 //! - `metrics_addr.rs` — a worker's own `/metrics` at `CHRONOS_METRICS_ADDR`.
+//! - `otel.rs` — OpenTelemetry traces over OTLP/HTTP, on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 mod jobs;
 mod logging;
 mod metrics_addr;
 mod ops;
+mod otel;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,7 +66,7 @@ const WORKER_ENV: &str = "  CHRONOS_QUEUES                   queues to serve (de
   CHRONOS_WORKER_AUDIT             0: no audit writer, DLQ forwarder or rebuild here (run `chronos services`)
   CHRONOS_WEBHOOK_SECRET           signs the http handler's requests
   CHRONOS_SMTP_URL, CHRONOS_EMAIL_FROM   the email handler (on when CHRONOS_SMTP_URL is set)
-  CHRONOS_DIAGNOSTIC_HANDLERS      0: no noop, sleep, fail handlers
+  CHRONOS_DIAGNOSTIC_HANDLERS      0: no noop, sleep, fail, gather handlers
   CHRONOS_METRICS_ADDR             serve Prometheus metrics at http://<addr>/metrics (e.g. 0.0.0.0:9090)
   CHRONOS_METRICS                  emf: every metric as CloudWatch EMF lines on stdout (each CHRONOS_METRICS_INTERVAL_S, 60)
   CHRONOS_METRICS_SERVICE          emit per-minute EMF metric lines on stdout for this service name";
@@ -255,16 +257,27 @@ struct EnqueueArgs {
     timeout_ms: u64,
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Run after this task has finished (repeat for several); the task is `pending` until then.
+    #[arg(long = "depends-on", value_name = "TASK_ID")]
+    depends_on: Vec<uuid::Uuid>,
+    /// With --depends-on: a task it waits for that ends dead or cancelled does not cancel it.
+    #[arg(long, requires = "depends_on")]
+    ignore_failed_dependencies: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = logging::init() {
-        eprintln!("chronos: {e}");
-        return ExitCode::from(2);
-    }
     let cli = Cli::parse();
-    match run(cli).await {
+    let traces = match logging::init(cli.cmd.service_name()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("chronos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = run(cli).await;
+    traces.shutdown().await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ops::ClosedStdout>() => ExitCode::SUCCESS,
         Err(e) => {
@@ -274,6 +287,21 @@ async fn main() -> ExitCode {
                 None => eprintln!("chronos: {e:#}"),
             }
             ExitCode::from(code)
+        }
+    }
+}
+
+impl Cmd {
+    /// The process's name in exported traces (`OTEL_SERVICE_NAME` overrides it).
+    fn service_name(&self) -> &'static str {
+        match self {
+            Cmd::Api => "chronos-api",
+            Cmd::Worker => "chronos-worker",
+            Cmd::Services => "chronos-services",
+            Cmd::Dashboard => "chronos-dashboard",
+            Cmd::Tick { .. } => "chronos-tick",
+            Cmd::Scaler { .. } => "chronos-scaler",
+            _ => "chronos",
         }
     }
 }
@@ -345,11 +373,21 @@ async fn run(cli: Cli) -> Result<()> {
                 e.next_n(zone, after, count as usize).into_iter().map(|t| format!("{}\n", t.with_timezone(&zone).to_rfc3339())).collect();
             ops::emit(&lines)
         }
-        Cmd::Enqueue(a) => {
+        Cmd::Enqueue(mut a) => {
             let c = client(&core).await?;
+            let depends_on = std::mem::take(&mut a.depends_on);
+            let on_failure = if a.ignore_failed_dependencies {
+                chronos_core::flows::ChildFailure::Ignore
+            } else {
+                chronos_core::flows::ChildFailure::Fail
+            };
             let task = enqueue_args(a).map_err(|e| ops::Refusal::new(ops::Kind::Invalid, format!("{e:#}")))?;
-            let s = c.enqueue(task).await.map_err(ops::refusal)?;
-            ops::emit(&format!("{}\n", serde_json::json!({ "id": s.id, "created": s.created })))
+            if depends_on.is_empty() {
+                let s = c.enqueue(task).await.map_err(ops::refusal)?;
+                return ops::emit(&format!("{}\n", serde_json::json!({ "id": s.id, "created": s.created })));
+            }
+            let s = c.submit_after(task, &depends_on, on_failure, &ops::cli_caller()).await.map_err(ops::refusal)?;
+            ops::emit(&format!("{}\n", serde_json::json!({ "id": s.task.id, "created": s.created, "status": s.task.status })))
         }
         Cmd::Task { id } => ops::task(&client(&core).await?, id, json).await,
         Cmd::Tasks(a) => ops::tasks(&client(&core).await?, a, json).await,

@@ -274,7 +274,7 @@ fn emit_page(page: TaskPage, json: bool, what: &str) -> Result<()> {
 /// The filters of `GET /v1/tasks`, as flags.
 #[derive(clap::Args)]
 pub struct TaskFilterArgs {
-    /// scheduled, queued, running, retrying, completed, dead or cancelled.
+    /// pending, scheduled, queued, running, retrying, completed, dead or cancelled.
     #[arg(long)]
     pub status: Option<String>,
     #[arg(long)]

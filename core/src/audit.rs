@@ -354,7 +354,12 @@ impl AuditWriter {
         if n == 0 {
             return Ok(0);
         }
-        self.write(&batch).await?;
+        let released = self.write(&batch).await?;
+        // Tasks whose last dependency just finished: into Redis now (after the commit); one this
+        // misses (Redis down) is found by the tick's sweep.
+        if let Err(e) = crate::flows::release(&self.engine, &self.store, &released).await {
+            tracing::warn!(error = %e, tasks = released.len(), "could not enqueue tasks whose dependencies finished; the tick's sweep will");
+        }
         let mut cmds = Vec::new();
         for (stream, ids) in &entries {
             if ids.is_empty() {
@@ -372,7 +377,10 @@ impl AuditWriter {
         Ok(n)
     }
 
-    async fn write(&self, b: &Batch) -> Result<()> {
+    /// Write a batch in one transaction; returns the tasks it released (their last dependency
+    /// finished), for [`crate::flows::release`] after the commit.
+    async fn write(&self, b: &Batch) -> Result<Vec<Uuid>> {
+        let mut released = Vec::new();
         let mut tx = self.store.pool().begin().await?;
         if !b.attempts.is_empty() {
             let mut ids = Vec::new();
@@ -447,7 +455,7 @@ impl AuditWriter {
                 mas.push(u.max_attempts);
                 results.push(u.result.as_deref());
             }
-            sqlx::query(
+            let changed: Vec<(Uuid, String)> = sqlx::query_as(
                 "UPDATE tasks SET status = u.st, attempts = GREATEST(tasks.attempts, u.a),
                    last_error = COALESCE(u.le, tasks.last_error), run_at = COALESCE(u.ra, tasks.run_at),
                    finished_at = u.ft, updated_at = now(), event_seq = u.seq,
@@ -455,7 +463,8 @@ impl AuditWriter {
                    result = COALESCE(u.res::jsonb, tasks.result)
                  FROM (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int8[], $8::int4[], $9::text[])
                        AS v(id, st, a, le, ra, ft, seq, ma, res) ORDER BY id) AS u
-                 WHERE tasks.id = u.id AND tasks.event_seq < u.seq",
+                 WHERE tasks.id = u.id AND tasks.event_seq < u.seq
+                 RETURNING tasks.id, tasks.status",
             )
             .bind(&ids)
             .bind(&sts)
@@ -466,8 +475,25 @@ impl AuditWriter {
             .bind(&seqs)
             .bind(&mas)
             .bind(&results)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+            // Tasks that just finished close the edges of what waits for them (a replayed end
+            // changes no row, so it counts once).
+            let finished: Vec<(Uuid, &str)> = changed
+                .iter()
+                .filter_map(|(id, st): &(Uuid, String)| {
+                    let st = match st.as_str() {
+                        "completed" => "completed",
+                        "dead" => "dead",
+                        "cancelled" => "cancelled",
+                        _ => return None,
+                    };
+                    Some((*id, st))
+                })
+                .collect();
+            if !finished.is_empty() {
+                released = crate::flows::resolve_in(&mut tx, &finished).await?;
+            }
         }
         if !b.progress.is_empty() {
             let mut rows: Vec<(&Uuid, &String)> = b.progress.iter().collect();
@@ -494,7 +520,7 @@ impl AuditWriter {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(released)
     }
 
     /// Drain until `stop` turns true. Errors (Postgres or Redis down) are logged and retried

@@ -29,6 +29,11 @@ pub struct QueueKeys {
     pub grouped: String,
     /// Set of the groups that have tasks waiting.
     pub waiting_groups: String,
+    /// Present while Redis holds this queue's state: set when the queue joins [`queues_set`]
+    /// and by a rebuild. On a Redis Cluster one shard can lose its data alone (a master that
+    /// restarts empty before its replica took over); its queues lose this key with it, and the
+    /// Redis-loss check rebuilds them (`crate::reconcile`).
+    pub intact: String,
 }
 
 impl QueueKeys {
@@ -51,6 +56,7 @@ impl QueueKeys {
             rate: k("rl"),
             grouped: k("gn"),
             waiting_groups: k("gw"),
+            intact: k("intact"),
             prefix,
         }
     }
@@ -99,6 +105,18 @@ pub fn queues_set(namespace: &str) -> String {
     format!("{namespace}:queues")
 }
 
+/// Set once Redis holds the namespace's state (written by a rebuild). Its hash tag is the name of
+/// [`queues_set`] (and it starts with the namespace, as every key does, so `<ns>:*` finds it), so both live in one slot: the node that loses the set of queues loses this key
+/// with it, and the next check rebuilds every queue Postgres knows.
+pub fn epoch_key(namespace: &str) -> String {
+    format!("{namespace}:{{{namespace}:queues}}:epoch")
+}
+
+/// The rebuild's lock (`SET NX PX`), beside [`epoch_key`].
+pub fn rebuild_lock(namespace: &str) -> String {
+    format!("{namespace}:{{{namespace}:queues}}:rebuilding")
+}
+
 /// List `*` workers (those serving every queue) BLPOP beside their queues' wake lists: a token
 /// here means a queue was added to [`queues_set`], so they re-read it.
 pub fn queues_wake(namespace: &str) -> String {
@@ -124,10 +142,20 @@ mod tests {
     #[test]
     fn every_queue_key_carries_the_queue_hash_tag() {
         let k = QueueKeys::new("chronos", "emails");
-        for key in [&k.ready, &k.delayed, &k.retry, &k.active, &k.dead, &k.dlq, &k.outbox, &k.wake, &k.seq, &k.token, &k.paused] {
+        for key in [&k.ready, &k.delayed, &k.retry, &k.active, &k.dead, &k.dlq, &k.outbox, &k.wake, &k.seq, &k.token, &k.paused, &k.intact]
+        {
             assert!(key.starts_with("chronos:{emails}:"), "{key}");
         }
         assert_eq!(k.task("abc"), "chronos:{emails}:t:abc");
         assert_eq!(k.idempotency("x"), "chronos:{emails}:idem:x");
+    }
+
+    #[test]
+    fn the_epoch_key_and_the_rebuild_lock_share_the_slot_of_the_set_of_queues_under_the_namespace() {
+        // A key without braces hashes whole; these carry that whole name as their hash tag.
+        for key in [epoch_key("chronos"), rebuild_lock("chronos")] {
+            assert!(key.starts_with("chronos:{chronos:queues}:"), "{key}");
+        }
+        assert_eq!(queues_set("chronos"), "chronos:queues");
     }
 }

@@ -41,8 +41,13 @@
 //! - [`backlog`] — a queue's backlog for the scaler: waiting + due scheduled + due retrying,
 //!   running, and the oldest waiting task's age.
 //! - [`secrets`] — Secrets Manager values named by `*_SECRET_ARN` variables, read at start-up.
+//! - [`flows`] — tasks that wait for others: a flow's tree (`submit_flow`) and `depends_on`
+//!   (`submit_after`); a waiting task is `pending` in Postgres only, the audit writer counts its
+//!   dependencies down as they finish and puts it into Redis when the last one has.
 //! - [`events`] — live task transitions for the dashboard: the outbox streams followed with XREAD.
 //! - [`history`] — Postgres read models the dashboard charts (throughput, dead tasks by error).
+//! - [`telemetry`] — the W3C trace context a task carries from producer to worker, and the
+//!   OpenTelemetry span helpers (off, and free, unless the binary installs an exporter).
 //! - [`config`] — environment settings shared by every binary.
 //! - [`error`] — the error type; retryability is part of it.
 
@@ -56,6 +61,7 @@ pub mod cron;
 pub mod dlq;
 pub mod error;
 pub mod events;
+pub mod flows;
 pub mod history;
 pub mod jobs;
 pub mod keys;
@@ -69,6 +75,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 
 pub use client::{Chronos, Submitted};
 pub use error::{Error, Result};

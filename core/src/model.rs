@@ -30,6 +30,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Waits for the tasks it depends on (a flow's children, `depends_on`); held in Postgres
+    /// only, until the last of them finishes.
+    Pending,
     Scheduled,
     Queued,
     Running,
@@ -40,11 +43,20 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 7] =
-        [Status::Scheduled, Status::Queued, Status::Running, Status::Retrying, Status::Completed, Status::Dead, Status::Cancelled];
+    pub const ALL: [Status; 8] = [
+        Status::Pending,
+        Status::Scheduled,
+        Status::Queued,
+        Status::Running,
+        Status::Retrying,
+        Status::Completed,
+        Status::Dead,
+        Status::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Pending => "pending",
             Status::Scheduled => "scheduled",
             Status::Queued => "queued",
             Status::Running => "running",
@@ -72,7 +84,7 @@ impl FromStr for Status {
         Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
             Error::invalid(
                 "status",
-                format!("unknown status {s:?}; expected one of scheduled, queued, running, retrying, completed, dead, cancelled"),
+                format!("unknown status {s:?}; expected one of pending, scheduled, queued, running, retrying, completed, dead, cancelled"),
             )
         })
     }
@@ -294,6 +306,9 @@ pub struct NewTask {
     /// A deadline: no attempt starts after it; a task still waiting then ends `cancelled` with
     /// the reason (decided by the claim script, in Redis time).
     pub expires_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of whoever submitted it (see [`crate::telemetry`]): the worker's
+    /// spans continue that trace.
+    pub trace_context: Option<String>,
 }
 
 /// How far ahead a first run may be, whether given as `run_at` or as a delay: 10 years.
@@ -391,6 +406,7 @@ impl NewTask {
             submitted_at: None,
             group: None,
             expires_at: None,
+            trace_context: None,
         }
     }
 
@@ -444,12 +460,22 @@ impl NewTask {
         self.expires_at = Some(at);
         self
     }
+    /// Continue this W3C `traceparent`'s trace in the worker (see [`crate::telemetry`]).
+    pub fn trace_context(mut self, traceparent: impl Into<String>) -> Self {
+        self.trace_context = Some(traceparent.into());
+        self
+    }
 
     /// Validate and encode. `max_payload` is the payload size limit in bytes.
     pub fn prepare(mut self, max_payload: usize) -> Result<PreparedTask> {
         let submitted = *self.submitted_at.get_or_insert_with(|| stored_precision(Utc::now()));
         validate_queue_name(&self.queue)?;
         validate_task_name(&self.name)?;
+        if let Some(tc) = &self.trace_context
+            && crate::telemetry::parse_traceparent(tc).is_none()
+        {
+            return Err(Error::invalid("trace_context", "is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"));
+        }
         let payload = serde_json::to_string(&self.payload).map_err(|e| Error::invalid("payload", e.to_string()))?;
         if payload.len() > max_payload {
             return Err(Error::invalid("payload", format!("is {} bytes; the limit is {max_payload} bytes", payload.len())));
@@ -588,6 +614,8 @@ pub struct ClaimedTask {
     pub idempotency_key: Option<String>,
     /// From when it was due (its run_at, or its retry's due time) to this claim, in Redis time.
     pub waited: Duration,
+    /// The producer's W3C `traceparent`, when it sent one.
+    pub trace_context: Option<String>,
 }
 
 #[cfg(test)]

@@ -3,14 +3,18 @@
 //! accepted is lost: the queues are rebuilt and the tasks run (a task that was running runs
 //! again — at-least-once).
 //!
-//! Detection: an epoch key is set once Redis holds the namespace's state. A worker that finds no
-//! epoch key waits until every audit outbox is drained (so Postgres is up to date), pauses
-//! claims in every queue, takes a short lock (the epoch key itself, `SET NX PX`), waits until
-//! no task is leased and every outbox is drained again, and only then restores every live and
-//! dead task from Postgres with `restore.lua`, which leaves alone any task already in Redis;
-//! then it resumes the queues. The first worker of a new namespace does the same and finds
-//! nothing to restore. Workers starting up wait for the rebuild before they claim
-//! ([`settle_before_claiming`]).
+//! Detection: an epoch key is set once Redis holds the namespace's state, in the slot of the
+//! set of queues; each queue has an `intact` mark in its own slot, set when it joins that set and
+//! by a rebuild. A worker that finds no epoch key rebuilds every queue (Redis restarted empty or
+//! was flushed, or the node holding the set of queues did); one that finds queues of the set
+//! without their mark rebuilds those (on a Redis Cluster one master can restart empty before its
+//! replica took over, and only its queues are gone). Either way it waits until those queues'
+//! audit outboxes are drained (so Postgres is up to date), pauses their claims, takes a short
+//! lock (`SET NX PX`), waits until none of their tasks is leased and their outboxes are drained
+//! again, and only then restores their live and dead tasks from Postgres with `restore.lua`,
+//! which leaves alone any task already in Redis; then it marks them and resumes them. The first
+//! worker of a new namespace does the same and finds nothing to restore. Workers starting up
+//! wait for the rebuild before they claim ([`settle_before_claiming`]).
 //!
 //! Why the pause: a task that completes while the rebuild reads Postgres leaves Redis at once,
 //! but its row says `queued` or `running` until the audit writer commits the completion; a
@@ -30,6 +34,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::keys::{epoch_key, queues_set, rebuild_lock};
 use crate::queue::Engine;
 use crate::queue::script::RESTORE;
 use crate::store::Store;
@@ -45,31 +50,41 @@ const PAGE: i64 = 500;
 /// The value of a queue's `paused` key while a rebuild holds its claims.
 pub const REBUILD_PAUSE: &str = "rebuild";
 
-fn epoch_key(namespace: &str) -> String {
-    format!("{namespace}:epoch")
-}
-
-/// Check that Redis still holds this namespace's state; rebuild it from Postgres when it does
-/// not. Returns the number of tasks restored when this call rebuilt, `None` otherwise. Cheap
-/// when all is well (one GET), so workers call it every second.
+/// Check that Redis still holds this namespace's state; rebuild from Postgres what it lost.
+/// Returns the number of tasks restored when this call rebuilt, `None` otherwise. Cheap when
+/// all is well (a GET and an SMEMBERS on one node, one EXISTS per queue, pipelined per slot),
+/// so workers call it every second.
 pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) -> Result<Option<usize>> {
     let ns = engine.namespace().to_owned();
     let mut conn = engine.connection();
-    let epoch: Option<String> = redis::cmd("GET").arg(epoch_key(&ns)).query_async(&mut conn).await?;
-    if epoch.as_deref() == Some("ok") {
-        return Ok(None);
-    }
-    if epoch.is_some() {
+    let (epoch, known): (Option<String>, Vec<String>) =
+        redis::pipe().get(epoch_key(&ns)).smembers(queues_set(&ns)).query_async(&mut conn).await?;
+    // The whole namespace (the node holding the set of queues lost it, or this is the first
+    // worker of a new namespace), or only the queues whose mark is gone (their node lost its
+    // data alone, on a cluster).
+    let whole = epoch.is_none();
+    let mut queues = if whole {
+        let mut q = known;
+        q.extend(store.queue_names().await?);
+        q.sort();
+        q.dedup();
+        q
+    } else {
+        let lost = engine.unmarked(&known).await?;
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        lost
+    };
+    queues.sort();
+    let held: Option<String> = redis::cmd("GET").arg(rebuild_lock(&ns)).query_async(&mut conn).await?;
+    if held.is_some() {
         return Ok(None); // another worker is rebuilding
     }
-    // Rebuild only once every outbox is drained: then Postgres has every transition that
-    // happened before this moment, and a task it lists as live but Redis lacks was lost with
+    // Rebuild only once these queues' outboxes are drained: then Postgres has every transition
+    // that happened before this moment, and a task it lists as live but Redis lacks was lost with
     // Redis. (After a real data loss the outboxes are gone too; while Postgres is down they
     // grow, and the check waits.)
-    let mut queues = engine.queues().await?;
-    queues.extend(store.queue_names().await?);
-    queues.sort();
-    queues.dedup();
     for q in &queues {
         let pending: u64 = redis::cmd("XLEN").arg(engine.keys(q).outbox).query_async(&mut conn).await?;
         if pending > 0 {
@@ -80,7 +95,7 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
     pause_claims(engine, &queues).await?;
     let lock = format!("rebuilding by {worker}");
     let locked: Option<String> = redis::cmd("SET")
-        .arg(epoch_key(&ns))
+        .arg(rebuild_lock(&ns))
         .arg(&lock)
         .arg("NX")
         .arg("PX")
@@ -89,8 +104,8 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
         .await?;
     if locked.is_none() {
         // Someone else holds the lock (and resumes the queues), or finished already.
-        let epoch: Option<String> = redis::cmd("GET").arg(epoch_key(&ns)).query_async(&mut conn).await?;
-        if epoch.as_deref() == Some("ok") {
+        let held: Option<String> = redis::cmd("GET").arg(rebuild_lock(&ns)).query_async(&mut conn).await?;
+        if held.is_none() {
             resume_claims(engine, &queues).await?;
         }
         return Ok(None);
@@ -99,29 +114,30 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
         if !drain(engine, &queues).await? {
             return Ok(None);
         }
-        rebuild(engine, store).await.map(Some)
+        rebuild_queues(engine, store, (!whole).then_some(queues.as_slice())).await.map(Some)
     }
     .await;
-    match outcome {
+    let restored = match outcome {
         Ok(Some(restored)) => {
-            let _: () = redis::cmd("SET").arg(epoch_key(&ns)).arg("ok").query_async(&mut conn).await?;
-            resume_claims(engine, &queues).await?;
+            let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+            engine.mark_intact(&names).await?;
+            if whole {
+                let _: () = redis::cmd("SET").arg(epoch_key(&ns)).arg("ok").query_async(&mut conn).await?;
+            }
             if restored > 0 {
-                tracing::warn!(restored, "Redis had lost its data: queues rebuilt from Postgres");
+                tracing::warn!(restored, queues = ?queues, "Redis had lost its data: queues rebuilt from Postgres");
             }
             Ok(Some(restored))
         }
-        other => {
-            // Postgres is behind (or failed): give the lock back and let claims go on; a later
-            // check tries again.
-            let held: Option<String> = redis::cmd("GET").arg(epoch_key(&ns)).query_async(&mut conn).await?;
-            if held.as_deref() == Some(lock.as_str()) {
-                let _: () = redis::cmd("DEL").arg(epoch_key(&ns)).query_async(&mut conn).await?;
-            }
-            resume_claims(engine, &queues).await?;
-            other.map(|_| None)
-        }
+        // Postgres is behind (or failed): let claims go on; a later check tries again.
+        other => other.map(|_| None),
+    };
+    let held: Option<String> = redis::cmd("GET").arg(rebuild_lock(&ns)).query_async(&mut conn).await?;
+    if held.as_deref() == Some(lock.as_str()) {
+        let _: () = redis::cmd("DEL").arg(rebuild_lock(&ns)).query_async(&mut conn).await?;
     }
+    resume_claims(engine, &queues).await?;
+    restored
 }
 
 /// Stop claims in `queues` for the rebuild (a queue an operator paused stays as it is).
@@ -195,8 +211,15 @@ async fn drain(engine: &Engine, queues: &[String]) -> Result<bool> {
 /// Restore every queue's limits, then every scheduled, queued, running, retrying and dead task,
 /// from Postgres.
 pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
+    rebuild_queues(engine, store, None).await
+}
+
+/// [`rebuild`] for `only` these queues (`None`: all of them).
+async fn rebuild_queues(engine: &Engine, store: &Store, only: Option<&[String]>) -> Result<usize> {
     for (queue, limits) in crate::limits::load_all(store.pool()).await? {
-        engine.set_limits(&queue, &limits).await?;
+        if only.is_none_or(|o| o.contains(&queue)) {
+            engine.set_limits(&queue, &limits).await?;
+        }
     }
     let mut restored = 0;
     let mut after = Uuid::nil();
@@ -204,10 +227,12 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {RESTORE_COLUMNS} FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id
                  WHERE t.status IN ('scheduled', 'queued', 'running', 'retrying', 'dead') AND t.id > $1
+                   AND ($3::text[] IS NULL OR t.queue = ANY($3))
                  ORDER BY t.id LIMIT $2"
         )))
         .bind(after)
         .bind(PAGE)
+        .bind(only)
         .fetch_all(store.pool())
         .await?;
         let Some(last) = rows.last() else { break };
@@ -229,7 +254,7 @@ pub async fn rebuild(engine: &Engine, store: &Store) -> Result<usize> {
 
 /// Put these Postgres rows of one queue back into Redis with `restore.lua` (which leaves alone a
 /// task Redis holds) and close the attempts they left open; how many were restored.
-async fn restore_rows(engine: &Engine, store: &Store, queue: &str, rows: &[&sqlx::postgres::PgRow]) -> Result<usize> {
+pub(crate) async fn restore_rows(engine: &Engine, store: &Store, queue: &str, rows: &[&sqlx::postgres::PgRow]) -> Result<usize> {
     engine.register_queue(queue).await?;
     let k = engine.keys(queue);
     let mut inv = RESTORE.call(&k);
@@ -257,7 +282,7 @@ async fn restore_rows(engine: &Engine, store: &Store, queue: &str, rows: &[&sqlx
             Some(sid) => inv.arg(sid.to_string()).arg(overlap.code()),
             None => inv.arg("").arg(""),
         };
-        inv.arg(r.get::<String, _>("grp")).arg(r.get::<i64, _>("ex"));
+        inv.arg(r.get::<String, _>("grp")).arg(r.get::<i64, _>("ex")).arg(r.get::<String, _>("tc"));
     }
     let mut conn = engine.connection();
     let ids: Vec<String> = inv.invoke_async(&mut conn).await?;
@@ -267,11 +292,11 @@ async fn restore_rows(engine: &Engine, store: &Store, queue: &str, rows: &[&sqlx
 }
 
 /// The columns [`restore_rows`] reads.
-const RESTORE_COLUMNS: &str =
+pub(crate) const RESTORE_COLUMNS: &str =
     "t.id, t.queue, t.name, t.payload::text AS payload, t.priority, t.attempts, t.max_attempts, t.backoff, t.timeout_ms,
     coalesce(t.idempotency_key, '') AS ik, t.status, (extract(epoch FROM t.run_at) * 1000)::int8 AS ra,
     coalesce(s.overlap, 'allow') AS overlap, t.schedule_id, coalesce(t.task_group, '') AS grp,
-    coalesce(floor(extract(epoch FROM t.expires_at) * 1000)::int8, 0) AS ex";
+    coalesce(floor(extract(epoch FROM t.expires_at) * 1000)::int8, 0) AS ex, coalesce(t.trace_context, '') AS tc";
 
 /// How old a row must be before [`restore_if_never_enqueued`] takes it for one whose enqueue
 /// died: the process that wrote it has long since reached Redis, or died.
@@ -293,7 +318,10 @@ pub async fn restore_if_never_enqueued(engine: &Engine, store: &Store, queue: &s
     let k = engine.keys(queue);
     let mut conn = engine.connection();
     let created: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT created_at FROM tasks WHERE id = $1").bind(id).fetch_optional(store.pool()).await?;
+        sqlx::query_scalar("SELECT coalesce(released_at, created_at) FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await?;
     let Some(created) = created else { return Ok(false) };
     let age = (chrono::Utc::now() - created).to_std().unwrap_or_default();
     if let Some(wait) = NEVER_ENQUEUED_AGE.checked_sub(age) {
@@ -348,9 +376,10 @@ const SWEEP_LIMIT: i64 = 5_000;
 pub async fn sweep_never_enqueued(engine: &Engine, store: &Store) -> Result<usize> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT id, queue FROM tasks
-         WHERE created_at BETWEEN now() - make_interval(secs => $2) AND now() - make_interval(secs => $1)
+         WHERE (created_at BETWEEN now() - make_interval(secs => $2) AND now() - make_interval(secs => $1)
+                OR released_at BETWEEN now() - make_interval(secs => $2) AND now() - make_interval(secs => $1))
            AND status IN ('queued', 'scheduled') AND attempts = 0
-         ORDER BY created_at LIMIT $3",
+         ORDER BY coalesce(released_at, created_at) LIMIT $3",
     )
     .bind(SWEEP_WINDOW.0.as_secs_f64())
     .bind(SWEEP_WINDOW.1.as_secs_f64())

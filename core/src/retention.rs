@@ -161,6 +161,8 @@ async fn delete_rows(store: &Store, ids: &[Uuid], statuses: &[&str]) -> Result<u
         .await?;
     sqlx::query("DELETE FROM task_attempts WHERE task_id = ANY($1)").bind(&deleted).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM idempotency_keys WHERE task_id = ANY($1)").bind(&deleted).execute(&mut *tx).await?;
+    // What a deleted task waited for (its edges; those of what waited for it close when it ends).
+    sqlx::query("DELETE FROM task_deps WHERE task_id = ANY($1)").bind(&deleted).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(deleted.len() as u64)
 }

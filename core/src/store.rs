@@ -14,6 +14,7 @@ use crate::model::{PreparedTask, Schedule, TaskId};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// `Debug` names the type only (the pool's settings are not worth printing).
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -56,6 +57,12 @@ pub struct TaskRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// The last progress its handler reported: `{"pct": 0–100, "message": "..."}`.
     pub progress: Option<serde_json::Value>,
+    /// The producer's W3C `traceparent`, when it sent one (see [`crate::telemetry`]).
+    pub trace_context: Option<String>,
+    /// While `pending`: how many of the tasks it waits for have not finished yet.
+    pub pending_deps: i32,
+    /// `Some("ignore")`: a task it waits for that ends dead or cancelled does not fail it.
+    pub on_child_failure: Option<String>,
     /// A cancel reached the running attempt (live state from Redis; never stored in Postgres).
     pub cancel_requested: bool,
 }
@@ -85,7 +92,7 @@ pub struct AttemptRecord {
     pub logs: Option<String>,
 }
 
-const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group, result, expires_at, progress";
+const TASK_COLUMNS: &str = "id, queue, name, payload, priority, status, run_at, attempts, max_attempts, backoff, timeout_ms, idempotency_key, last_error, created_at, updated_at, finished_at, created_by, schedule_id, fire_at, task_group, result, expires_at, progress, trace_context, pending_deps, on_child_failure";
 
 /// Filters of a task listing; all optional, combined with AND. Newest first.
 #[derive(Debug, Clone, Default)]
@@ -131,6 +138,12 @@ pub struct StatusCounts {
     pub cancelled: i64,
     /// Age in seconds of the oldest task due to run but not started.
     pub oldest_waiting_age_s: Option<f64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -185,8 +198,11 @@ impl Store {
         if !keyed.is_empty() {
             // One row per (queue, key): within a batch the first task with a key wins.
             let mut seen = std::collections::HashSet::new();
-            let first: Vec<usize> =
+            let mut first: Vec<usize> =
                 keyed.iter().copied().filter(|&i| seen.insert((tasks[i].task.queue.as_str(), dedupe[i].as_deref()))).collect();
+            // Rows in key order: two batches taking overlapping keys in different orders
+            // deadlock (seen in coalesce.rs, 600 concurrent submissions sharing 10 keys).
+            first.sort_unstable_by(|&a, &b| (tasks[a].task.queue.as_str(), &dedupe[a]).cmp(&(tasks[b].task.queue.as_str(), &dedupe[b])));
             let queues: Vec<&str> = first.iter().map(|&i| tasks[i].task.queue.as_str()).collect();
             let keys: Vec<&str> = first.iter().map(|&i| dedupe[i].as_deref().unwrap_or_default()).collect();
             let ids: Vec<Uuid> = first.iter().map(|&i| tasks[i].id).collect();
@@ -238,6 +254,7 @@ impl Store {
             let mut created: Vec<DateTime<Utc>> = Vec::with_capacity(new.len());
             let mut groups: Vec<Option<&str>> = Vec::with_capacity(new.len());
             let mut expires: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(new.len());
+            let mut traces: Vec<Option<&str>> = Vec::with_capacity(new.len());
             for &i in &new {
                 let p = &tasks[i];
                 ids.push(p.id);
@@ -257,15 +274,16 @@ impl Store {
                 created.push(p.task.submitted_at.unwrap_or(now));
                 groups.push(p.task.group.as_deref());
                 expires.push(p.task.expires_at);
+                traces.push(p.task.trace_context.as_deref());
             }
             let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO tasks (id, queue, name, payload, priority, status, run_at, max_attempts, backoff, timeout_ms, idempotency_key, created_by,
-                                    schedule_id, fire_at, created_at, updated_at, task_group, expires_at)
-                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca, g, ex
+                                    schedule_id, fire_at, created_at, updated_at, task_group, expires_at, trace_context)
+                 SELECT id, q, n, p::jsonb, pr, st, ra, ma, bk::jsonb, t, ik, cb, sid, fa, ca, ca, g, ex, tc
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
                              $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::uuid[], $14::timestamptz[],
-                             $15::timestamptz[], $16::text[], $17::timestamptz[])
-                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca, g, ex)
+                             $15::timestamptz[], $16::text[], $17::timestamptz[], $18::text[])
+                      AS u(id, q, n, p, pr, st, ra, ma, bk, t, ik, cb, sid, fa, ca, g, ex, tc)
                  ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(&ids)
@@ -285,6 +303,7 @@ impl Store {
             .bind(&created)
             .bind(&groups)
             .bind(&expires)
+            .bind(&traces)
             .fetch_all(&mut *tx)
             .await?;
             if inserted.len() < new.len() {
@@ -414,6 +433,9 @@ pub(crate) fn task_from_row(r: &sqlx::postgres::PgRow) -> TaskRecord {
         result: r.get("result"),
         expires_at: r.get("expires_at"),
         progress: r.get("progress"),
+        trace_context: r.get("trace_context"),
+        pending_deps: r.get("pending_deps"),
+        on_child_failure: r.get("on_child_failure"),
         cancel_requested: false,
     }
 }

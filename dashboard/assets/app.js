@@ -108,10 +108,25 @@
       if (l) showStatus(row, l.s, l.a);
     });
   }
+  // Regions that list dead tasks (the dead-letter groups) redraw when a task dies: now, and
+  // twice more while the audit record they are read from catches up with Redis.
+  var deadLater = [];
+  function onDead() {
+    refreshOn('dead');
+    deadLater.forEach(clearTimeout);
+    deadLater = [1500, 5000].map(function (ms) {
+      return setTimeout(function () {
+        $$('[data-refresh-on]').forEach(function (el) {
+          if (el.getAttribute('data-refresh-on').split(' ').indexOf('dead') >= 0) refreshRegion(el, true);
+        });
+      }, ms);
+    });
+  }
   function onTasks(events) {
     var page = $('[data-task-page]');
-    var mine = false;
+    var mine = false, died = false;
     events.forEach(function (ev) {
+      if (ev.s === 'dead') died = true;
       if (ev.s) {
         latest[ev.id] = { s: ev.s, a: ev.a };
         $$('[data-task="' + ev.id + '"]').forEach(function (row) { showStatus(row, ev.s, ev.a); });
@@ -125,6 +140,7 @@
       page._later = setTimeout(function () { var p = $('[data-task-page]'); if (p) refreshRegion(p, true); }, 1500);
     }
     refreshOn('tasks');
+    if (died) onDead();
   }
 
   function onCounts(data) {

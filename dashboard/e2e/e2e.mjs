@@ -251,14 +251,17 @@ async function main() {
   });
 
   await scenario('a redrive from the dead-letter page runs as a job whose progress arrives live', async () => {
+    // The page is open before the tasks die: their group appears on it without a reload.
+    await page.goto(`${dash}/dlq`);
+    await live();
     const ids = [];
     for (let i = 0; i < 3; i++) {
       ids.push((await enqueue({ name: 'fail', payload: { times: 1, message: 'e2e: partner API refused' }, max_attempts: 1 })).id);
     }
     await until('the group is dead', async () => (await Promise.all(ids.map(status))).every((s) => s === 'dead'), 20000);
-    await page.goto(`${dash}/dlq`);
-    await live();
-    await page.click('form:has(input[name=error][value="e2e: partner API refused"]) button');
+    const group = 'form:has(input[name=error][value="e2e: partner API refused"])';
+    await page.waitForFunction((sel) => { const f = document.querySelector(sel); return f && /Redrive 3\b/.test(f.textContent); }, group, { timeout: 20000 });
+    await page.click(`${group} button`);
     await page.waitForSelector('.flash.ok');
     // The job row is on the page the redirect shows; it turns completed without a reload.
     await page.waitForSelector('.job[data-state=completed]', { timeout: 30000 });

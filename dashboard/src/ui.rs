@@ -154,6 +154,14 @@ pub fn num(n: impl Into<i128>) -> String {
     format!("{sign}{out}")
 }
 
+/// `text` cut to `max` characters, an ellipsis marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// `1 dead task`, `2,000 dead tasks`.
 pub fn count(n: i64, one: &str) -> String {
     if n == 1 { format!("1 {one}") } else { format!("{} {one}s", num(n)) }
@@ -248,6 +256,13 @@ pub fn throughput_chart(minutes: &[Minute]) -> Markup {
             }
         }
     }
+}
+
+/// An id short enough for a table: its last 8 hex digits. Ids are UUIDv7, whose leading digits
+/// are the creation time, so tasks made together (a batch, a flow) share them; the tail is random.
+pub fn short_id(id: uuid::Uuid) -> String {
+    let s = id.simple().to_string();
+    s[s.len() - 8..].to_owned()
 }
 
 #[cfg(test)]

@@ -55,6 +55,25 @@ pub struct LambdaProcess {
     seq: u32,
     /// What the process wrote to stderr (also echoed with CHRONOS_TEST_LOGS).
     stderr: Arc<std::sync::Mutex<String>>,
+    /// What it wrote to stdout (its JSON logs and EMF metric lines).
+    stdout: Arc<std::sync::Mutex<String>>,
+}
+
+/// Keep every line `pipe` gives in `buf` (and echo them with CHRONOS_TEST_LOGS).
+fn collect(pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static, buf: Arc<std::sync::Mutex<String>>) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        let echo = std::env::var("CHRONOS_TEST_LOGS").is_ok();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if echo {
+                eprintln!("{l}");
+            }
+            let mut b = buf.lock().unwrap();
+            b.push_str(&l);
+            b.push('\n');
+        }
+    });
 }
 
 impl LambdaProcess {
@@ -74,7 +93,7 @@ impl LambdaProcess {
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let path = crate::chronos_bin().with_file_name(bin);
         let mut cmd = tokio::process::Command::new(&path);
-        cmd.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in env {
             cmd.env(k, v);
@@ -84,21 +103,10 @@ impl LambdaProcess {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST");
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e} (cargo build --bins)", path.display()));
-        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        let (pipe, buf) = (child.stderr.take().unwrap(), stderr.clone());
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(pipe).lines();
-            let echo = std::env::var("CHRONOS_TEST_LOGS").is_ok();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if echo {
-                    eprintln!("{l}");
-                }
-                buf.lock().unwrap().push_str(&l);
-                buf.lock().unwrap().push('\n');
-            }
-        });
-        LambdaProcess { events: ev_tx, results: res_rx, child, server, seq: 0, stderr }
+        let (stderr, stdout) = (Arc::default(), Arc::default());
+        collect(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        collect(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        LambdaProcess { events: ev_tx, results: res_rx, child, server, seq: 0, stderr, stdout }
     }
 
     /// For a function that must fail at cold start: waits for the process to exit (within 30 s)
@@ -108,6 +116,11 @@ impl LambdaProcess {
         assert!(!status.success(), "the function exited successfully");
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every line the function wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Invoke with `event`; the function's answer (`Ok`) or its error report (`Err`).

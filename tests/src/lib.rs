@@ -217,6 +217,7 @@ pub fn diag_registry() -> Registry {
     r.register(chronos_workers::handlers::Noop).unwrap();
     r.register(chronos_workers::handlers::Sleep).unwrap();
     r.register(chronos_workers::handlers::Fail).unwrap();
+    r.register(chronos_workers::handlers::Gather).unwrap();
     r
 }
 

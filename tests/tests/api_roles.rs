@@ -31,6 +31,8 @@ const MATRIX: &[(&str, &str, [bool; 4])] = &[
     ("POST", "/v1/tasks/batch", [Y, Y, Y, N]),
     ("GET", "/v1/tasks/{id}", [Y, Y, Y, Y]),
     ("GET", "/v1/tasks/{id}/attempts", [Y, Y, Y, Y]),
+    ("GET", "/v1/tasks/{id}/dependencies", [Y, Y, Y, Y]),
+    ("POST", "/v1/flows", [Y, Y, Y, N]),
     ("POST", "/v1/tasks/{id}/cancel", [Y, Y, N, N]),
     ("POST", "/v1/tasks/{id}/retry", [Y, Y, N, N]),
     ("POST", "/v1/schedules", [Y, Y, N, N]),
@@ -263,6 +265,13 @@ impl Fixtures {
                 body: Some(json!({ "name": "noop", "queue": TASK_QUEUE, "delay_ms": 3_600_000 })),
                 audits: None,
             },
+            ("POST", "/v1/flows") => Prepared {
+                path: route.into(),
+                body: Some(
+                    json!({ "name": "noop", "queue": TASK_QUEUE, "children": [{ "name": "noop", "queue": TASK_QUEUE, "delay_ms": 3_600_000 }] }),
+                ),
+                audits: None,
+            },
             ("POST", "/v1/tasks/batch") => Prepared {
                 path: route.into(),
                 body: Some(json!({ "tasks": [{ "name": "noop", "queue": TASK_QUEUE, "delay_ms": 3_600_000 }] })),
@@ -270,7 +279,9 @@ impl Fixtures {
             },
             ("GET", "/v1/tasks" | "/v1/queues" | "/v1/dlq" | "/v1/keys") => none(route.into()),
             // the caller's own task, so a producer may read it
-            ("GET", "/v1/tasks/{id}" | "/v1/tasks/{id}/attempts") => none(task(scheduled_task(env, &caller.key_id).await)),
+            ("GET", "/v1/tasks/{id}" | "/v1/tasks/{id}/attempts" | "/v1/tasks/{id}/dependencies") => {
+                none(task(scheduled_task(env, &caller.key_id).await))
+            }
             ("POST", "/v1/tasks/{id}/cancel") => {
                 let id = scheduled_task(env, &caller.key_id).await;
                 post_empty(task(id), Some(("cancel", id.to_string())))

@@ -37,7 +37,9 @@ const SEED_QUEUE: &str = "seeded";
 ///   only whitespace. Schedules add a cron expression and a zone name (a grammar and a list no
 ///   schema holds), a unique name (409) and a change that must change something. A job's
 ///   filter must name some tasks, and a redrive's status can only be `dead`. A queue's limits
-///   are whole numbers, which JSON Schema also lets a fuzzer write as `3.0`. So a
+///   are whole numbers, which JSON Schema also lets a fuzzer write as `3.0`. A flow (`POST
+///   /v1/flows`) shares the task body, whose `depends_on` only `POST /v1/tasks` takes and whose
+///   `on_child_failure` needs children, and holds at most 1,000 tasks. So a
 ///   schema-valid body may still earn a 422 there, and only there; any other refusal of a valid
 ///   body (400, 415, ...) still fails.
 /// - Half the `{id}` path parameters are seeded task and schedule ids, so reads, cancel, retry,
@@ -53,7 +55,7 @@ values = [{ids}]
 "path.id" = {{ dictionary = "seeded-ids", probability = 0.5 }}
 
 [[operations]]
-include-name-regex = "^(POST /v1/(tasks|tasks/batch|keys|schedules|jobs)|PATCH /v1/schedules/\\{{id\\}}|PATCH /v1/queues/\\{{queue\\}}|GET /v1/schedules/preview)$"
+include-name-regex = "^(POST /v1/(tasks|tasks/batch|flows|keys|schedules|jobs)|PATCH /v1/schedules/\\{{id\\}}|PATCH /v1/queues/\\{{queue\\}}|GET /v1/schedules/preview)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 "#
     )

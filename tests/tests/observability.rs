@@ -365,6 +365,57 @@ async fn a_worker_with_chronos_metrics_emf_writes_its_metrics_as_embedded_metric
     env.cleanup().await;
 }
 
+/// The EMF lines among a Lambda function's stdout (its JSON log lines are the rest).
+fn emf_lines(stdout: &str) -> Vec<Value> {
+    stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|l| l.get("_aws").is_some()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_tick_lambdas_write_their_metrics_as_emf_lines_after_their_invocations() {
+    use chronos_tests::lambda::{LambdaProcess, http_api_event, scheduled_event};
+    let env = TestEnv::new().await;
+    let mut vars: Vec<(String, String)> = env.child_env();
+    vars.push(("CHRONOS_ADMIN_KEY".into(), chronos_tests::ADMIN_KEY.into()));
+    vars.push(("CHRONOS_METRICS_INTERVAL_S".into(), "1".into()));
+    let mut api = LambdaProcess::start("chronos-api-lambda", "chronos-api", &vars).await;
+    let key = Some(chronos_tests::ADMIN_KEY);
+    for _ in 0..2 {
+        let created = api.invoke(http_api_event("POST", "/v1/tasks", key, Some(&json!({ "name": "noop", "queue": "emf" })))).await.unwrap();
+        assert_eq!(created["statusCode"], 201, "{created}");
+    }
+    // The first request wrote the lines of the period before it; one a period later writes the
+    // second task's.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.invoke(http_api_event("GET", "/healthz", None, None)).await.unwrap();
+    let total =
+        |lines: &[Value], metric: &str| -> f64 { lines.iter().filter(|l| l["Queue"] == "emf").filter_map(|l| l[metric].as_f64()).sum() };
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(10), "the API lambda's EMF lines count both tasks", || {
+        lines = emf_lines(&api.stdout());
+        let n = total(&lines, "chronos_tasks_enqueued_total");
+        async move { n == 2.0 }
+    })
+    .await;
+    assert!(lines.iter().all(|l| l["Service"] == "chronos-api"), "{lines:?}");
+    assert!(lines.iter().any(|l| l["chronos_http_requests_total"].as_f64() > Some(0.0) && l["Status"] == "2xx"), "{lines:?}");
+    assert_valid_emf(&lines);
+    drop(api);
+
+    // The tick writes after every run, with the queue gauges it reads from Redis.
+    let mut tick = LambdaProcess::start("chronos-tick-lambda", "chronos-tick", &vars).await;
+    tick.invoke(scheduled_event("chronos-tick")).await.unwrap();
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(10), "the tick lambda's EMF lines", || {
+        lines = emf_lines(&tick.stdout());
+        let depth = lines.iter().find(|l| l["Queue"] == "emf").and_then(|l| l["chronos_queue_depth"].as_f64());
+        async move { depth == Some(2.0) }
+    })
+    .await;
+    assert!(lines.iter().all(|l| l["Service"] == "chronos-tick"), "{lines:?}");
+    assert_valid_emf(&lines);
+    env.cleanup().await;
+}
+
 /// Logs a line, then works until it is stopped.
 struct Stubborn;
 

@@ -32,10 +32,10 @@ async fn a_task_that_completes_while_the_rebuild_runs_is_never_run_again() {
     };
     // Once the rebuild holds its lock, a worker claims and completes what it can get. No audit
     // writer runs, so Postgres still says the task is queued.
-    let epoch = format!("{}:epoch", env.namespace);
+    let lock = chronos_core::keys::rebuild_lock(&env.namespace);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Option<String> = redis::cmd("GET").arg(&epoch).query_async(&mut conn).await.unwrap();
+        let v: Option<String> = redis::cmd("GET").arg(&lock).query_async(&mut conn).await.unwrap();
         if v.is_some_and(|v| v.starts_with("rebuilding")) {
             break;
         }
@@ -69,5 +69,44 @@ async fn a_task_that_completes_while_the_rebuild_runs_is_never_run_again() {
     // Every accepted task ran: the ones restored, and the late one exactly once.
     assert_eq!(seen.len() + completed_during_rebuild.len(), 10_001);
     assert!(seen.contains(&late) ^ completed_during_rebuild.contains(&late));
+    env.cleanup().await;
+}
+
+/// One queue's keys gone and nothing else: what a Redis Cluster shows when one master restarts
+/// empty before its replica took over (that shard's queues lose everything, the set of queues
+/// and the epoch key on other masters survive). The check rebuilds that queue alone.
+#[tokio::test]
+async fn a_queue_whose_node_lost_its_data_alone_is_rebuilt_and_the_others_are_left_alone() {
+    let redis = PrivateRedis::start();
+    let env = TestEnv::with_redis(&redis.url()).await;
+    ensure_redis_state(&env.engine, &env.store, "setup").await.unwrap();
+    // The first enqueue into a fresh Redis loads the script (NOSCRIPT, the pipeline runs again)
+    // and leaves its queue for the check to mark.
+    env.client.enqueue(NewTask::new("noop", json!({})).queue("warm-up")).await.unwrap();
+    assert_eq!(ensure_redis_state(&env.engine, &env.store, "w").await.unwrap(), Some(0));
+    let (lost, kept) = ("shard-lost", "shard-kept");
+    for q in [lost, kept] {
+        let batch = (0..300).map(|_| NewTask::new("noop", json!({})).queue(q)).collect();
+        env.client.enqueue_batch(batch).await.unwrap();
+    }
+    assert_eq!(ensure_redis_state(&env.engine, &env.store, "w").await.unwrap(), None, "nothing was lost yet");
+
+    // Every key of `lost` (its hash tag), as its node restarting empty would leave it.
+    let mut conn = env.engine.connection();
+    let pattern = format!("{}:{{{lost}}}:*", env.namespace);
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+    assert!(keys.len() > 300, "{} keys matched {pattern}", keys.len());
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+
+    let restored = ensure_redis_state(&env.engine, &env.store, "w").await.unwrap();
+    assert_eq!(restored, Some(300), "only the lost queue's tasks are restored");
+    assert_eq!(ensure_redis_state(&env.engine, &env.store, "w").await.unwrap(), None, "marked intact again");
+    for q in [lost, kept] {
+        let batch = env.engine.claim(q, "w", 1000, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(batch.tasks.len(), 300, "queue {q}: every task once");
+    }
+    // A queue that is new to Redis is not taken for a lost one.
+    env.client.enqueue(NewTask::new("noop", json!({})).queue("shard-new")).await.unwrap();
+    assert_eq!(ensure_redis_state(&env.engine, &env.store, "w").await.unwrap(), None);
     env.cleanup().await;
 }

@@ -88,10 +88,18 @@ pub struct TaskContext {
     cancel: CancellationToken,
     /// Shared with the runtime: where [`TaskContext::retry_after`] leaves its delay.
     state: Arc<AttemptState>,
+    /// The worker's Postgres, for [`TaskContext::children_results`].
+    store: Option<chronos_core::store::Store>,
 }
 
 impl TaskContext {
-    pub(crate) fn new(task: &ClaimedTask, worker_id: &str, cancel: CancellationToken, state: Arc<AttemptState>) -> Self {
+    pub(crate) fn new(
+        task: &ClaimedTask,
+        worker_id: &str,
+        cancel: CancellationToken,
+        state: Arc<AttemptState>,
+        store: Option<chronos_core::store::Store>,
+    ) -> Self {
         TaskContext {
             id: task.id,
             queue: task.queue.clone(),
@@ -101,6 +109,7 @@ impl TaskContext {
             worker_id: worker_id.to_owned(),
             cancel,
             state,
+            store,
         }
     }
 
@@ -116,6 +125,7 @@ impl TaskContext {
             worker_id: "detached".into(),
             cancel: cancel.clone(),
             state: Arc::default(),
+            store: None,
         };
         (ctx, cancel)
     }
@@ -168,6 +178,17 @@ impl TaskContext {
         }
         self.state.set_result(json);
         Ok(())
+    }
+
+    /// The tasks this one waited for (a flow's children, or its `depends_on`), in the order they
+    /// were submitted, each with its status and, if it completed, the result its handler set.
+    /// Read from Postgres, where every one of them had finished before this task was queued. A
+    /// worker without Postgres (`DATABASE_URL`) cannot read them: a retryable error says so.
+    pub async fn children_results(&self) -> Result<Vec<chronos_core::flows::Dependency>, HandlerError> {
+        let Some(store) = &self.store else {
+            return Err(HandlerError::retryable_msg("this worker has no Postgres (DATABASE_URL) to read the children's results from"));
+        };
+        chronos_core::flows::dependencies(store, self.id).await.map_err(HandlerError::retryable)
     }
 }
 

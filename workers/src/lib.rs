@@ -39,6 +39,7 @@ pub fn builtin_registry(cfg: &WorkerConfig) -> Result<Registry, String> {
         r.register(handlers::Noop).map_err(dup)?;
         r.register(handlers::Sleep).map_err(dup)?;
         r.register(handlers::Fail).map_err(dup)?;
+        r.register(handlers::Gather).map_err(dup)?;
     }
     r.register(handlers::HttpHandler::new(cfg.webhook_secret.clone())).map_err(dup)?;
     if let Some(url) = &cfg.smtp_url {

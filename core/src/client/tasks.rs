@@ -62,6 +62,9 @@ impl TaskRecord {
             result: None,
             expires_at: t.expires_at,
             progress: None,
+            trace_context: t.trace_context.clone(),
+            pending_deps: 0,
+            on_child_failure: None,
             cancel_requested: false,
         }
     }
@@ -229,6 +232,9 @@ impl Chronos {
             result: None,
             expires_at: f.get("ex").and_then(|v| v.parse::<i64>().ok()).and_then(chrono::DateTime::from_timestamp_millis),
             progress: None,
+            trace_context: f.get("tc").cloned(),
+            pending_deps: 0,
+            on_child_failure: None,
             cancel_requested: false,
         };
         apply_live(&mut rec, &f);
@@ -266,7 +272,7 @@ impl Chronos {
         recs
     }
 
-    async fn live_one(&self, mut rec: TaskRecord) -> TaskRecord {
+    pub(crate) async fn live_one(&self, mut rec: TaskRecord) -> TaskRecord {
         if let Ok(f) = self.engine.task_fields(&rec.queue, rec.id).await {
             apply_live(&mut rec, &f);
         }
@@ -287,9 +293,18 @@ impl Chronos {
 
     /// Cancel: a waiting, scheduled, retrying or dead task is cancelled at once; a running one
     /// is flagged and its handler told through the next heartbeat. Refusals are
-    /// [`Error::Conflict`] saying why.
+    /// [`Error::Conflict`] saying why. A task that waits for others (`pending`, in Postgres
+    /// only) is cancelled there; cancelling a flow's parent cancels its unfinished subtree too.
     pub async fn cancel(&self, caller: &Caller, id: TaskId) -> Result<TaskRecord> {
         let rec = self.task_record(caller, id).await?;
+        if rec.status == "pending" && self.cancel_pending(rec.id, &caller.key_id).await? {
+            self.cancel_subtree(rec.id, &caller.key_id).await?;
+            let mut task = self.store.get_task(rec.id).await?.unwrap_or(rec);
+            task.status = "cancelled".into();
+            return Ok(task);
+        }
+        // Pending a moment ago and released since: Redis holds it now.
+        let rec = if rec.status == "pending" { self.store.get_task(rec.id).await?.unwrap_or(rec) } else { rec };
         let out = self.engine.cancel(&rec.queue, rec.id, &caller.key_id).await?;
         let status = rec.status.clone();
         let mut task = self.live_one(rec).await;

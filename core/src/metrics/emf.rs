@@ -145,6 +145,91 @@ fn split_series(series: &str) -> (&str, Vec<(String, String)>) {
     (name, labels)
 }
 
+/// How often [`Emitter`] writes by default (`CHRONOS_METRICS_INTERVAL_S`, 1–3600).
+pub const DEFAULT_INTERVAL_S: u64 = 60;
+
+/// Writes the process's metrics as EMF lines on stdout, each period: a loop in a long-running
+/// process ([`Emitter::run`]), at the end of an invocation (or of a request once the period is
+/// over) in a Lambda function, whose background tasks do not run between invocations.
+pub struct Emitter {
+    service: String,
+    every: std::time::Duration,
+    state: tokio::sync::Mutex<(Deltas, Option<std::time::Instant>)>,
+}
+
+impl Emitter {
+    /// From `CHRONOS_METRICS` (`emf` on, `prometheus` off; unset: `on_by_default`),
+    /// `CHRONOS_METRICS_INTERVAL_S` and `CHRONOS_METRICS_SERVICE` (default `service`). Installs
+    /// the recorder when it is on.
+    pub fn from_env(service: &str, on_by_default: bool) -> Result<Option<Emitter>, crate::config::ConfigError> {
+        use crate::config::{ConfigError, parse_var, var};
+        let on = match var("CHRONOS_METRICS").as_deref().map(str::trim) {
+            None | Some("") => on_by_default,
+            Some("prometheus") => false,
+            Some("emf") => true,
+            Some(other) => {
+                return Err(ConfigError { var: "CHRONOS_METRICS", message: format!("{other:?} is neither emf nor prometheus") });
+            }
+        };
+        if !on {
+            return Ok(None);
+        }
+        let every = parse_var("CHRONOS_METRICS_INTERVAL_S", DEFAULT_INTERVAL_S, "a number of seconds from 1 to 3600", |v| {
+            v.parse().ok().filter(|s| (1..=3600).contains(s))
+        })?;
+        crate::metrics::install();
+        Ok(Some(Emitter {
+            service: var("CHRONOS_METRICS_SERVICE").unwrap_or_else(|| service.to_owned()),
+            every: std::time::Duration::from_secs(every),
+            state: tokio::sync::Mutex::new((Deltas::default(), None)),
+        }))
+    }
+
+    /// Write one period's lines now (with the queue gauges read from `engine`, when given).
+    pub async fn write(&self, engine: Option<&crate::queue::Engine>) {
+        let mut state = self.state.lock().await;
+        self.write_locked(&mut state, engine).await;
+    }
+
+    /// Whether a period has passed since the last lines (or none were written yet).
+    pub fn due(&self) -> bool {
+        self.state.try_lock().is_ok_and(|s| s.1.is_none_or(|at| at.elapsed() >= self.every))
+    }
+
+    async fn write_locked(&self, state: &mut (Deltas, Option<std::time::Instant>), engine: Option<&crate::queue::Engine>) {
+        use std::io::Write;
+        let text = match engine {
+            Some(e) => crate::metrics::render_with_queues(e).await,
+            None => crate::metrics::render(),
+        };
+        let at = chrono::Utc::now().timestamp_millis();
+        let mut out = std::io::stdout().lock();
+        for l in lines(&text, &mut state.0, &self.service, at) {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
+        state.1 = Some(std::time::Instant::now());
+    }
+
+    /// Write every period until `stop`, and once more on the way out (a stopping process's
+    /// final counts).
+    pub async fn run(self, engine: crate::queue::Engine, stop: impl std::future::Future<Output = ()>) {
+        let mut timer = tokio::time::interval(self.every);
+        timer.tick().await;
+        tokio::pin!(stop);
+        loop {
+            let stopping = tokio::select! {
+                _ = timer.tick() => false,
+                _ = &mut stop => true,
+            };
+            self.write(Some(&engine)).await;
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

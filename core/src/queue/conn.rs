@@ -24,6 +24,10 @@ pub const CLUSTER_ENV: &str = "CHRONOS_REDIS_CLUSTER";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A cluster's blocking connections: longer than any block Chronos asks for (at most 5 s), so a
+/// command whose node vanished under it (SIGKILLed mid-failover) fails and is sent again on a
+/// fresh connection instead of waiting for good.
+const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The seeds of a cluster `url` names, or `None` for one node: several comma-separated URLs
 /// (a seed without a scheme takes the first one's), or one with `cluster` set.
@@ -51,7 +55,8 @@ pub fn cluster_from_env() -> bool {
 pub(super) enum Target {
     Node(redis::Client),
     Cluster {
-        /// For blocking commands: no response timeout (a BLPOP waits as long as it asked).
+        /// For blocking commands: a response timeout above the longest block asked for
+        /// ([`BLOCKING_RESPONSE_TIMEOUT`]).
         /// Shared: an engine is cloned into every blocking wait.
         blocking: std::sync::Arc<ClusterClient>,
     },
@@ -76,7 +81,12 @@ impl Target {
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .build()?;
-                let blocking = std::sync::Arc::new(ClusterClientBuilder::new(seeds).connection_timeout(CONNECT_TIMEOUT).build()?);
+                let blocking = std::sync::Arc::new(
+                    ClusterClientBuilder::new(seeds)
+                        .connection_timeout(CONNECT_TIMEOUT)
+                        .response_timeout(BLOCKING_RESPONSE_TIMEOUT)
+                        .build()?,
+                );
                 let conn = shared.get_async_connection().await?;
                 Ok((Target::Cluster { blocking }, Connection::Cluster(conn)))
             }

@@ -230,9 +230,11 @@ impl Engine {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         let names: Vec<&str> = by_queue.keys().copied().collect();
-        // Its reply (how many queues are new) is read, not ignored: a new queue wakes the `*`
-        // workers, with one more command only then (see `announce_new_queues`).
-        pipe.sadd(queues_set(&self.namespace), &names);
+        // Their replies (whether each queue is new) are read, not ignored: a new queue is marked
+        // intact and wakes the `*` workers, with more commands only then (see `queues_joined`).
+        for name in &names {
+            pipe.sadd(queues_set(&self.namespace), name);
+        }
         // On a cluster the set lives in a slot of its own and each queue in its own: one
         // pipeline per queue after the SADD (see `enqueue_per_queue`).
         let cluster = self.is_cluster();
@@ -267,6 +269,7 @@ impl Engine {
                     };
                     cmd.arg(p.task.group.as_deref().unwrap_or(""));
                     cmd.arg(p.task.expires_at.map_or(0, |t| t.timestamp_millis().max(1)));
+                    cmd.arg(p.task.trace_context.as_deref().unwrap_or(""));
                 }
                 // Pipelined EVALSHA, loaded again if a server answers NOSCRIPT.
                 if cluster {
@@ -280,10 +283,12 @@ impl Engine {
         let replies: Vec<Value> =
             if cluster { self.enqueue_per_queue(pipe, per_queue).await? } else { query_loading(&mut conn, &pipe).await? };
         let mut replies = replies.into_iter();
-        if let Some(Value::Int(added)) = replies.next()
-            && added > 0
-        {
-            self.announce_new_queues().await?;
+        // After a NOSCRIPT (the node restarted, or first use) the pipeline ran twice and its
+        // SADDs answer 0: a queue new then stays unmarked and the Redis-loss check looks at it
+        // once (`crate::reconcile`), which is what a restarted node needs anyway.
+        let joined: Vec<&str> = names.iter().zip(replies.by_ref()).filter(|(_, v)| matches!(v, Value::Int(1))).map(|(q, _)| *q).collect();
+        if !joined.is_empty() {
+            self.queues_joined(&joined).await?;
         }
         for (reply, chunk) in replies.zip(order) {
             let Value::Array(reply) = reply else { return Err(unexpected(ENQUEUE.name, format!("{reply:?}"))) };
@@ -333,6 +338,7 @@ impl Engine {
             let backoff = Backoff::decode(&r.string()?).unwrap_or_default();
             let ik = r.string()?;
             let waited = Duration::from_millis(r.int()?.max(0) as u64);
+            let tc = r.string()?;
             tasks.push(ClaimedTask {
                 id,
                 queue: queue.to_owned(),
@@ -345,6 +351,7 @@ impl Engine {
                 backoff,
                 idempotency_key: (!ik.is_empty()).then_some(ik),
                 waited,
+                trace_context: (!tc.is_empty()).then_some(tc),
             });
         }
         Ok(ClaimBatch { now_ms, next_due_ms: (next_due >= 0).then_some(next_due), tasks })
@@ -560,12 +567,48 @@ impl Engine {
         Ok(q)
     }
 
+    /// Queues that just joined `<ns>:queues`: mark their state intact (a queue new to the set has
+    /// nothing to lose; one already in it that lacks the mark lost its data, see
+    /// `crate::reconcile`) and wake the idle `*` workers.
+    pub async fn queues_joined(&self, queues: &[&str]) -> Result<()> {
+        self.mark_intact(queues).await?;
+        self.announce_new_queues().await
+    }
+
+    /// Set the `intact` mark of `queues` (one pipeline per slot).
+    pub async fn mark_intact(&self, queues: &[&str]) -> Result<()> {
+        let cmds = queues
+            .iter()
+            .map(|q| {
+                let key = self.keys(q).intact;
+                let cmd = redis::cmd("SET").arg(&key).arg(1).to_owned();
+                (key, cmd)
+            })
+            .collect();
+        self.pipeline_per_slot(cmds).await?;
+        Ok(())
+    }
+
+    /// Those of `queues` whose `intact` mark is gone: their node lost its data.
+    pub async fn unmarked(&self, queues: &[String]) -> Result<Vec<String>> {
+        let cmds = queues
+            .iter()
+            .map(|q| {
+                let key = self.keys(q).intact;
+                let cmd = redis::cmd("EXISTS").arg(&key).to_owned();
+                (key, cmd)
+            })
+            .collect();
+        let held = self.pipeline_per_slot(cmds).await?;
+        Ok(queues.iter().zip(held).filter(|(_, v)| matches!(v, Value::Int(0))).map(|(q, _)| q.clone()).collect())
+    }
+
     /// Make a queue known to workers and the audit writer before it receives a task.
     pub async fn register_queue(&self, queue: &str) -> Result<()> {
         let mut conn = self.conn.clone();
         let added: i64 = redis::cmd("SADD").arg(queues_set(&self.namespace)).arg(queue).query_async(&mut conn).await?;
         if added > 0 {
-            self.announce_new_queues().await?;
+            self.queues_joined(&[queue]).await?;
         }
         Ok(())
     }
@@ -592,7 +635,7 @@ impl Engine {
             added
         };
         if added > 0 {
-            self.announce_new_queues().await?;
+            self.queues_joined(&[queue]).await?;
         }
         Ok(())
     }

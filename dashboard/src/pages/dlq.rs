@@ -45,7 +45,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Quer
         @if let Some(q) = &queue { p.filterline { "Queue " strong { (q) } " · " a href="/dlq" { "show every queue" } } }
         div #jobs.jobs data-region="jobs" { @for j in &jobs { (super::jobs::job_row(j, &s)) } }
         section.card.flush {
-            table.grid.dlq #groups data-region="groups" data-refresh-on="job" data-refresh-ms="1500" {
+            table.grid.dlq #groups data-region="groups" data-refresh-on="job dead" data-refresh-ms="1500" {
                 thead { tr { th { "Error" } th.num { "Tasks" } th { "Queues" } th { "Task names" } th { "Latest" } th { "Examples" } @if manage { th.actions {} } } }
                 tbody {
                     @if groups.is_empty() { tr { td.empty colspan="7" { "The dead-letter queue is empty." } } }
@@ -56,7 +56,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash, Quer
                             td { @for q in &g.queues { a.chip href=(format!("/dlq?queue={}", ui::url_encode(q))) { (q) } } }
                             td { @for n in &g.names { span.chip { (n) } } }
                             td.nowrap { (ui::opt_time(g.latest)) }
-                            td.nowrap { @for id in g.sample.iter().take(3) { a.mono.idlink href=(format!("/tasks/{id}")) { (id.to_string()[..8].to_owned()) } " " } }
+                            td.nowrap { @for id in g.sample.iter().take(3) { a.mono.idlink href=(format!("/tasks/{id}")) { (ui::short_id(*id)) } " " } }
                             @if manage {
                                 td.actions {
                                     form.inline method="post" action="/dlq/redrive" data-confirm=(format!("Redrive {} tasks?", g.count)) {

@@ -149,7 +149,7 @@ pub async fn page(State(state): State<DashState>, s: Session, flash: Flash) -> R
                 div.jobcard {
                     (job_row(j, &s))
                     div.jobmeta.muted {
-                        span.mono { (j.id.to_string()[..8].to_owned()) } " · by " (j.created_by) " · " (ui::time(j.created_at))
+                        span.mono { (ui::short_id(j.id)) } " · by " (j.created_by) " · " (ui::time(j.created_at))
                         @if let Some(f) = j.finished_at { " · took " (ui::duration_ms((f - j.started_at.unwrap_or(j.created_at)).num_milliseconds().max(0))) }
                     }
                 }

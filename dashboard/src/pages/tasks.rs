@@ -99,10 +99,6 @@ impl ListParams {
     }
 }
 
-fn short_id(id: TaskId) -> String {
-    id.to_string()[..8].to_owned()
-}
-
 fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or_default();
     if line.chars().count() > max { format!("{}…", line.chars().take(max).collect::<String>()) } else { line.to_owned() }
@@ -114,7 +110,7 @@ pub fn task_row(t: &TaskRecord) -> Markup {
             td { (badge(&t.status)) }
             td.name {
                 a href=(format!("/tasks/{}", t.id)) { (t.name) }
-                span.id.mono { (short_id(t.id)) }
+                span.id.mono { (ui::short_id(t.id)) }
             }
             td { a.qlink href=(format!("/tasks?queue={}", ui::url_encode(&t.queue))) { (t.queue) } }
             td.num { span data-attempts="" { (t.attempts) } span.muted { "/" (t.max_attempts) } }
@@ -204,7 +200,7 @@ fn why_not(action: &str, t: &TaskRecord) -> Option<String> {
             Some(format!("Only scheduled, retrying or dead tasks can be retried now; this one is {st}."))
         }
         "cancel" if t.cancel_requested => Some("Cancellation was requested; the handler is told at its next heartbeat.".into()),
-        "cancel" if !matches!(st, "queued" | "scheduled" | "retrying" | "running" | "dead") => {
+        "cancel" if !matches!(st, "pending" | "queued" | "scheduled" | "retrying" | "running" | "dead") => {
             Some(format!("A {st} task cannot be cancelled."))
         }
         "redrive" if st != "dead" => Some(format!("Only dead tasks can be redriven; this one is {st}.")),
@@ -295,13 +291,17 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
     let since = state.live.cursor();
     let id = parse_id(&id)?;
     let t = state.chronos.task(&s.caller, id).await?;
-    let (attempts, actions) = tokio::join!(state.chronos.attempts(&s.caller, id), state.chronos.manual_actions(&s.caller, id));
-    let (attempts, actions) = (attempts?, actions?);
+    let (attempts, actions, deps) = tokio::join!(
+        state.chronos.attempts(&s.caller, id),
+        state.chronos.manual_actions(&s.caller, id),
+        state.chronos.dependencies(&s.caller, id)
+    );
+    let (attempts, actions, deps) = (attempts?, actions?, deps?);
     let payload = serde_json::to_string_pretty(&t.payload).unwrap_or_default();
     let longest = attempts.iter().filter_map(|a| a.duration_ms).max().unwrap_or(0);
     let manage = s.may(Permission::TasksManage);
     let body = html! {
-        nav.crumbs { a href="/tasks" { "Tasks" } " / " a href=(format!("/tasks?queue={}", ui::url_encode(&t.queue))) { (t.queue) } " / " span { (short_id(t.id)) } }
+        nav.crumbs { a href="/tasks" { "Tasks" } " / " a href=(format!("/tasks?queue={}", ui::url_encode(&t.queue))) { (t.queue) } " / " span { (ui::short_id(t.id)) } }
         div #task data-region="task" data-task-page=(t.id) {
             div.pagehead.task data-task=(t.id) {
                 div {
@@ -330,7 +330,7 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                         dt { "Attempts" } dd { (t.attempts) " of " (t.max_attempts) }
                         dt { "Priority" } dd { (t.priority) }
                         dt { "Created" } dd { (time(t.created_at)) }
-                        dt { "Due" } dd { (time(t.run_at)) }
+                        dt { "Due" } @if t.status == "pending" { dd.muted { "once the tasks it waits for finish" } } @else { dd { (time(t.run_at)) } }
                         dt { "Finished" } dd { (opt_time(t.finished_at)) }
                         dt { "Timeout" } dd { (ui::duration_ms(t.timeout_ms)) }
                         dt { "Backoff" } dd { (backoff_words(&t.backoff)) }
@@ -347,7 +347,7 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                         dt { "Idempotency key" } dd.mono { (t.idempotency_key.as_deref().unwrap_or("—")) }
                         dt { "Created by" } dd.mono { (t.created_by.as_deref().unwrap_or("—")) }
                         @if let Some(sid) = t.schedule_id {
-                            dt { "Schedule" } dd { a href="/schedules" { span.mono { (sid.to_string()[..8].to_owned()) } } " · fire " (opt_time(t.fire_at)) }
+                            dt { "Schedule" } dd { a href="/schedules" { span.mono { (ui::short_id(sid)) } } " · fire " (opt_time(t.fire_at)) }
                         }
                     }
                 }
@@ -360,6 +360,33 @@ pub async fn detail(State(state): State<DashState>, s: Session, flash: Flash, Pa
                     section.card {
                         div.cardhead { h2 { "Result" } span.muted { "what the handler returned" } }
                         pre.code.result { (result) }
+                    }
+                }
+            }
+            @if !deps.is_empty() {
+                @let open = deps.iter().filter(|d| !matches!(d.status.as_str(), "completed" | "dead" | "cancelled")).count();
+                section.card.flush.deps {
+                    div.cardhead {
+                        h2 { "Waits for" }
+                        span.muted {
+                            @if t.status == "pending" { (ui::count(open as i64, "task")) " of " (deps.len()) " still to finish" }
+                            @else { (ui::count(deps.len() as i64, "task")) }
+                            @if t.on_child_failure.is_some() { " · a failed one is ignored" }
+                        }
+                    }
+                    table.grid {
+                        thead { tr { th { "Task" } th { "Queue" } th { "Status" } th { "How" } th { "Result" } } }
+                        tbody {
+                            @for d in &deps {
+                                tr data-task=(d.id) {
+                                    td { a href=(format!("/tasks/{}", d.id)) { (d.name) } " " span.mono.muted { (ui::short_id(d.id)) } }
+                                    td { (d.queue) }
+                                    td { (badge(&d.status)) }
+                                    td.muted { @if d.kind == "child" { "child" } @else { "depends on" } }
+                                    td.mono.wrap { @if let Some(r) = &d.result { (ui::truncate(&r.to_string(), 80)) } @else { span.muted { "—" } } }
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -23,8 +23,8 @@ pub fn permission_for(method: &Method, path: &str) -> Option<Permission> {
     // HEAD is answered by every GET route and reads the same data.
     let m = if method == Method::HEAD { "GET" } else { method.as_str() };
     Some(match (m, p) {
-        ("POST", "/tasks" | "/tasks/batch") => TasksCreate,
-        ("GET", "/tasks" | "/tasks/{id}" | "/tasks/{id}/attempts") => TasksRead,
+        ("POST", "/tasks" | "/tasks/batch" | "/flows") => TasksCreate,
+        ("GET", "/tasks" | "/tasks/{id}" | "/tasks/{id}/attempts" | "/tasks/{id}/dependencies") => TasksRead,
         ("POST", "/tasks/{id}/cancel" | "/tasks/{id}/retry") => TasksManage,
         ("GET", "/schedules" | "/schedules/preview" | "/schedules/{id}") => SchedulesRead,
         ("POST", "/schedules" | "/schedules/{id}/pause" | "/schedules/{id}/resume" | "/schedules/{id}/trigger")

@@ -34,5 +34,26 @@ async fn main() -> Result<(), lambda_http::Error> {
         dlq,
         core.schedule_horizon,
     );
-    lambda_http::run(app(state, api.max_body_bytes)).await
+    let router = app(state.clone(), api.max_body_bytes);
+    // Metrics as EMF lines on stdout (CloudWatch Logs makes them metrics), on by default here:
+    // written after a request once a period has passed, since a Lambda instance runs nothing
+    // between invocations. `CHRONOS_METRICS=prometheus` turns them off.
+    match chronos_core::metrics::emf::Emitter::from_env("chronos-api", true)? {
+        Some(emf) => {
+            let emf = std::sync::Arc::new(emf);
+            let router = router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let (emf, state) = (emf.clone(), state.clone());
+                async move {
+                    let res = next.run(req).await;
+                    if emf.due() {
+                        chronos_api::routes::system::publish_counters(&state);
+                        emf.write(None).await;
+                    }
+                    res
+                }
+            }));
+            lambda_http::run(router).await
+        }
+        None => lambda_http::run(router).await,
+    }
 }

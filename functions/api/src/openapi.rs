@@ -4,13 +4,14 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{dlq, jobs, keys, queues, schedules, system, tasks};
+use crate::routes::{dlq, flows, jobs, keys, queues, schedules, system, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Chronos", description = "Distributed background-task scheduler. Every /v1 call needs `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."),
     paths(
-        tasks::create, tasks::create_batch, tasks::get_one, tasks::list, tasks::attempts, tasks::cancel, tasks::retry,
+        tasks::create, tasks::create_batch, tasks::get_one, tasks::list, tasks::attempts, tasks::dependencies, tasks::cancel, tasks::retry,
+        flows::create,
         schedules::create, schedules::list, schedules::preview, schedules::get_one, schedules::update, schedules::delete,
         schedules::pause, schedules::resume, schedules::trigger,
         queues::list, queues::update, queues::pause, queues::resume,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use chronos_core::cron::Tz;
+use chronos_core::flows::{ChildFailure, FlowTask, MAX_FLOW_TASKS};
 use chronos_core::model::{Backoff, NewTask, Overlap, Priority};
 use chronos_core::schedule::{Misfire, SchedulePatch, ScheduleRecord, ScheduleSpec, TaskTemplate};
 use chronos_core::store::{AttemptRecord, TaskRecord};
@@ -111,6 +112,23 @@ what_runs! {
         #[serde(default)]
         #[schema(minimum = 1, maximum = 315_360_000_000u64)]
         pub ttl_ms: Option<u64>,
+        /// `POST /v1/tasks` only: run after these tasks (1–100 ids of tasks you may see) have
+        /// finished; until then the task is `pending`. One that already completed counts as
+        /// finished. Not in a batch or a flow.
+        #[serde(default)]
+        #[schema(max_items = 100)]
+        pub depends_on: Option<Vec<Uuid>>,
+        /// With `depends_on` or `children`: what a task it waits for that ends `dead` or
+        /// `cancelled` does to it. `fail` (the default): it ends `cancelled`, `last_error`
+        /// naming that task; `ignore`: it runs once the others have finished.
+        #[serde(default)]
+        #[schema(value_type = Option<String>, pattern = "^(fail|ignore)$", example = "ignore")]
+        pub on_child_failure: Option<ChildFailure>,
+        /// `POST /v1/flows` only: the tasks this one waits for, each with these same fields (and
+        /// children of its own). It runs after all of them completed and reads their results.
+        #[serde(default)]
+        #[schema(no_recursion)]
+        pub children: Option<Vec<CreateTask>>,
     }
 }
 
@@ -189,6 +207,92 @@ impl CreateTask {
         t.created_by = Some(created_by.to_owned());
         Ok(t)
     }
+
+    /// Refuse the fields of flows and dependencies where a request takes none (`what` says
+    /// where the sender should go instead).
+    pub fn refuse_flow_fields(&self, prefix: &str, what: &str) -> Result<(), ApiError> {
+        let given = [
+            ("depends_on", self.depends_on.is_some()),
+            ("children", self.children.is_some()),
+            ("on_child_failure", self.on_child_failure.is_some()),
+        ];
+        match given.iter().find(|(_, g)| *g) {
+            Some((field, _)) => Err(ApiError::validation(format!("{prefix}{field}"), what.to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A flow in pre-order (the root first, each node after its parent), as the core takes it; the
+/// errors name the node's field by its path (`children[1].children[0].name`).
+pub fn flow_nodes(root: CreateTask, created_by: &str, max_payload_bytes: usize) -> Result<Vec<FlowTask>, ApiError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root, String::new(), None::<usize>)];
+    while let Some((mut node, prefix, parent)) = stack.pop() {
+        if out.len() >= MAX_FLOW_TASKS {
+            return Err(ApiError::validation("children", format!("a flow has at most {MAX_FLOW_TASKS} tasks")));
+        }
+        if node.depends_on.is_some() {
+            return Err(ApiError::validation(
+                format!("{prefix}depends_on"),
+                "not in a flow: a flow's tasks wait for their children; send depends_on with POST /v1/tasks",
+            ));
+        }
+        let children = node.children.take().unwrap_or_default();
+        if node.on_child_failure.is_some() && children.is_empty() {
+            return Err(ApiError::validation(format!("{prefix}on_child_failure"), "applies only to a task with children"));
+        }
+        let on_child_failure = node.on_child_failure.take().unwrap_or_default();
+        let task = node.into_task(&prefix, created_by)?;
+        task.clone().prepare(max_payload_bytes).map_err(|e| match e {
+            chronos_core::Error::Invalid { field, message } => ApiError::validation(format!("{prefix}{field}"), message),
+            other => other.into(),
+        })?;
+        let me = out.len();
+        out.push(FlowTask { task, parent, on_child_failure });
+        // Reversed onto the stack, so the children come out in the order given.
+        for (i, c) in children.into_iter().enumerate().rev() {
+            stack.push((c, format!("{prefix}children[{i}]."), Some(me)));
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /v1/flows`'s answer: the root task and the id of every node, in pre-order (the root,
+/// then each child's subtree in the order given).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowView {
+    /// The root task: it runs last, once all its children completed.
+    pub task: TaskView,
+    /// Every task of the flow, the root first, each node before its children.
+    pub task_ids: Vec<Uuid>,
+}
+
+/// A task another waits for, and how it ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DependencyView {
+    pub id: Uuid,
+    pub name: String,
+    pub queue: String,
+    /// Its status now (Redis's live state for a running one may be ahead).
+    pub status: String,
+    /// What its handler returned, once it completed.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// `child` (a flow's tree) or `depends_on`.
+    pub kind: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DependenciesView {
+    /// The tasks it waits (or waited) for.
+    pub dependencies: Vec<DependencyView>,
+}
+
+impl From<chronos_core::flows::Dependency> for DependencyView {
+    fn from(d: chronos_core::flows::Dependency) -> Self {
+        DependencyView { id: d.id, name: d.name, queue: d.queue, status: d.status, result: d.result, kind: d.kind }
+    }
 }
 
 /// An RFC 3339 instant of a request body, in UTC; the error names `field`.
@@ -221,8 +325,8 @@ pub struct TaskView {
     /// Any JSON.
     pub payload: serde_json::Value,
     pub priority: i16,
-    /// scheduled, queued, running, retrying, completed, dead or cancelled.
-    #[schema(pattern = "^(scheduled|queued|running|retrying|completed|dead|cancelled)$")]
+    /// pending, scheduled, queued, running, retrying, completed, dead or cancelled.
+    #[schema(pattern = "^(pending|scheduled|queued|running|retrying|completed|dead|cancelled)$")]
     pub status: String,
     pub run_at: DateTime<Utc>,
     pub attempts: i32,
@@ -253,10 +357,19 @@ pub struct TaskView {
     /// it runs; carried by the worker's heartbeat, so up to a lease third old).
     #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,
+    /// The trace the task continues: the trace id of the `traceparent` it was submitted with
+    /// (absent when none was sent and the API exports no traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// While `pending`: how many of the tasks it waits for (its children, `depends_on`) have
+    /// not finished (`GET /v1/tasks/{id}/dependencies` lists them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<i32>,
 }
 
 impl From<TaskRecord> for TaskView {
     fn from(t: TaskRecord) -> Self {
+        let waiting_for = (t.status == "pending").then_some(t.pending_deps);
         TaskView {
             id: t.id,
             queue: t.queue,
@@ -281,6 +394,8 @@ impl From<TaskRecord> for TaskView {
             result: t.result,
             expires_at: t.expires_at,
             progress: t.progress,
+            trace_id: t.trace_context.as_deref().and_then(chronos_core::telemetry::trace_id),
+            waiting_for,
         }
     }
 }
@@ -633,8 +748,8 @@ pub struct ScheduleRunView {
     /// The occurrence's instant, with the schedule zone's offset.
     #[schema(format = DateTime)]
     pub fire_at: Option<String>,
-    /// scheduled, queued, running, retrying, completed, dead or cancelled.
-    #[schema(pattern = "^(scheduled|queued|running|retrying|completed|dead|cancelled)$")]
+    /// pending, scheduled, queued, running, retrying, completed, dead or cancelled.
+    #[schema(pattern = "^(pending|scheduled|queued|running|retrying|completed|dead|cancelled)$")]
     pub status: String,
     pub attempts: i32,
     pub last_error: Option<String>,

@@ -14,13 +14,22 @@ async fn main() -> Result<(), Error> {
     // Built once per Lambda instance and reused across invocations.
     let engine = Engine::connect(core.redis_url.expose(), &core.namespace).await?;
     let store = Store::connect(core.database_url.expose()).await?;
+    // Metrics as EMF lines on stdout after every run (on by default here; the queue gauges
+    // read from Redis): a Lambda instance runs nothing between invocations.
+    let emf = chronos_core::metrics::emf::Emitter::from_env("chronos-tick", true)?.map(std::sync::Arc::new);
+    let metrics_engine = engine.clone();
     let chronos = Chronos::new(engine, store, core.max_payload_bytes, core.idempotency_retention);
     let scheduler = Scheduler::new(chronos, core.schedule_horizon);
     let keep = chronos_core::retention::Retention::from_env()?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (scheduler, dlq_queue) = (scheduler.clone(), core.dlq_queue.clone());
+        let (emf, engine) = (emf.clone(), metrics_engine.clone());
         async move {
-            let out: TickOutput = tick(&scheduler, &event.context.request_id, keep, Some(&dlq_queue)).await?;
+            let out = tick(&scheduler, &event.context.request_id, keep, Some(&dlq_queue)).await;
+            if let Some(emf) = emf {
+                emf.write(Some(&engine)).await;
+            }
+            let out: TickOutput = out?;
             tracing::info!(?out, "tick");
             Ok::<_, Error>(out)
         }

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-const SCENARIOS: &[&str] = &["enqueue", "drain", "pickup", "delayed", "retry", "memory", "api", "crash"];
+const SCENARIOS: &[&str] = &["enqueue", "drain", "observability", "pickup", "delayed", "retry", "memory", "api", "crash"];
 
 pub struct Opts {
     json: Option<String>,
@@ -154,6 +154,9 @@ async fn main() -> Result<()> {
                 throughput::drain(&b, &o, c, p, p == o.procs[0] && c == fc, &mut r).await?;
             }
         }
+    }
+    if on("observability") {
+        throughput::observability(&b, &o, &mut r).await?;
     }
     if on("pickup") {
         latency::pickup(&b, &o, false, &mut r).await?;

@@ -113,8 +113,59 @@ async fn stop_all(workers: Vec<ChildProc>) {
 /// last task completed in Redis, audited/s until Postgres shows every task completed.
 /// `footprint`: also report the worker's resident memory idle and at peak.
 pub async fn drain(b: &Bench, o: &Opts, concurrency: usize, procs: usize, footprint: bool, r: &mut Report) -> Result<()> {
+    let key = format!("drain_p{procs}_c{concurrency}");
+    let label = format!("drain, {procs} proc × concurrency {concurrency}");
+    drain_as(b, o, concurrency, procs, footprint, &[], &key, &label, r).await
+}
+
+/// What observability costs a drain (one process, concurrency 100): the same drain with the
+/// worker recording nothing (the default), with its Prometheus recorder on
+/// (`CHRONOS_METRICS_ADDR`), and with metrics and traces on (OTLP/HTTP to a collector in this
+/// process that takes every request and keeps nothing), one after the other, each `runs` times
+/// by scripts/bench.
+pub async fn observability(b: &Bench, o: &Opts, r: &mut Report) -> Result<()> {
+    let c = if o.concurrency.contains(&100) { 100 } else { *o.concurrency.iter().max().expect("non-empty") };
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.to_string()
+    };
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let otlp = format!("http://{}", collector.local_addr()?);
+    let sink = axum::Router::new().route("/v1/traces", axum::routing::post(|_: axum::body::Bytes| async { "" }));
+    let server = tokio::spawn(async move { axum::serve(collector, sink).await });
+    type Variant = (&'static str, &'static str, Vec<(&'static str, String)>);
+    let variants: [Variant; 3] = [
+        ("off", "metrics and traces off", vec![]),
+        ("metrics", "metrics on (CHRONOS_METRICS_ADDR)", vec![("CHRONOS_METRICS_ADDR", metrics_addr.clone())]),
+        (
+            "traces",
+            "metrics and traces on (OTLP/HTTP)",
+            vec![("CHRONOS_METRICS_ADDR", metrics_addr), ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)],
+        ),
+    ];
+    for (tag, what, extra) in &variants {
+        let key = format!("observability_{tag}_c{c}");
+        let label = format!("drain, 1 proc × concurrency {c}, {what}");
+        drain_as(b, o, c, 1, false, extra, &key, &label, r).await?;
+    }
+    server.abort();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drain_as(
+    b: &Bench,
+    o: &Opts,
+    concurrency: usize,
+    procs: usize,
+    footprint: bool,
+    extra: &[(&str, String)],
+    key: &str,
+    label: &str,
+    r: &mut Report,
+) -> Result<()> {
     let n = o.tasks / BATCH * BATCH;
-    eprintln!("drain: {n} noop tasks, {procs} worker process(es) × concurrency {concurrency}");
+    eprintln!("{label}: {n} noop tasks");
     let env = BenchEnv::new(b).await?;
     let k = env.engine.keys(QUEUE);
     let mut conn = env.engine.connection();
@@ -122,7 +173,7 @@ pub async fn drain(b: &Bench, o: &Opts, concurrency: usize, procs: usize, footpr
     for _ in 0..n / BATCH {
         env.client.enqueue_batch(noop_tasks(QUEUE, BATCH)).await?;
     }
-    let workers = match start_workers(b, &env, procs, concurrency, &[]).await {
+    let workers = match start_workers(b, &env, procs, concurrency, extra).await {
         Ok(w) => w,
         Err(e) => {
             env.cleanup(b).await;
@@ -157,8 +208,6 @@ pub async fn drain(b: &Bench, o: &Opts, concurrency: usize, procs: usize, footpr
     }
     let drained = left == 0;
     let processed = t.elapsed().as_secs_f64();
-    let key = format!("drain_p{procs}_c{concurrency}");
-    let label = format!("drain, {procs} proc × concurrency {concurrency}");
     if !drained {
         r.note(format!("{label}: {left} of {n} tasks left after {} s", DRAIN_LIMIT.as_secs()));
     }
@@ -192,9 +241,9 @@ pub async fn drain(b: &Bench, o: &Opts, concurrency: usize, procs: usize, footpr
     }
     r.add(format!("{key}_audited_per_s"), format!("{label}: audited (completed in Postgres)"), completed as f64 / audited, "tasks/s");
     let cost = Probe::take(&env.engine, &pids).await?.since(&before);
-    cost.report(r, &key, &label, n, "worker", audited);
+    cost.report(r, key, label, n, "worker", audited);
     if o.commandstats {
-        cost.print_by_command(&label, n);
+        cost.print_by_command(label, n);
     }
     if footprint {
         let peak = pids.iter().filter_map(|p| rss(*p)).map(|(_, hwm)| hwm).max().unwrap_or(0);

@@ -360,6 +360,46 @@ impl Env {
         Ok(rows.into_iter().collect())
     }
 
+    /// What became of up to ten tasks that are not terminal: each one's row in Postgres and what
+    /// Redis holds of it, so that a scenario that loses tasks says where they stopped.
+    async fn unfinished(&self, engine: &Engine) -> Value {
+        let rows: Vec<(String, String, String, i32, f64)> = match sqlx::query_as(
+            "SELECT id::text, queue, status, attempts, extract(epoch FROM now() - updated_at)::float8 FROM tasks
+             WHERE status NOT IN ('completed', 'cancelled', 'dead') ORDER BY id LIMIT 10",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) => return json!(format!("reading Postgres failed: {e}")),
+        };
+        let mut conn = engine.connection();
+        let mut out = Vec::new();
+        for (id, queue, status, attempts, idle_s) in rows {
+            let k = engine.keys(&queue);
+            let mut r = json!({"id": id, "queue": queue, "status": status, "attempts": attempts, "idle_s": idle_s.round()});
+            let hash: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL").arg(k.task(&id)).query_async(&mut conn).await;
+            r["redis_hash"] = json!(hash.map(|h| { let mut h: Vec<_> = h.into_iter().collect(); h.sort(); h }).map_err(|e| e.to_string()).ok());
+            for (name, key) in [("ready", &k.ready), ("delayed", &k.delayed), ("retry", &k.retry), ("active", &k.active), ("dead", &k.dead)] {
+                let score: Option<f64> = redis::cmd("ZSCORE").arg(key).arg(&id).query_async(&mut conn).await.unwrap_or(None);
+                if let Some(score) = score {
+                    r[name] = json!(score);
+                }
+            }
+            let paused: Option<String> = redis::cmd("GET").arg(&k.paused).query_async(&mut conn).await.unwrap_or(None);
+            let intact: bool = redis::cmd("EXISTS").arg(&k.intact).query_async(&mut conn).await.unwrap_or(false);
+            let outbox: u64 = redis::cmd("XLEN").arg(&k.outbox).query_async(&mut conn).await.unwrap_or(0);
+            r["queue_paused"] = json!(paused);
+            r["queue_intact"] = json!(intact);
+            r["queue_outbox"] = json!(outbox);
+            out.push(r);
+        }
+        let ns = engine.namespace();
+        let epoch: Option<String> = redis::cmd("GET").arg(chronos_core::keys::epoch_key(ns)).query_async(&mut conn).await.unwrap_or(None);
+        let lock: Option<String> = redis::cmd("GET").arg(chronos_core::keys::rebuild_lock(ns)).query_async(&mut conn).await.unwrap_or(None);
+        json!({"tasks": out, "epoch": epoch, "rebuild_lock": lock})
+    }
+
     /// Wait until every accepted task is terminal in Postgres (or `limit` passes).
     async fn settle(&self, accepted: u64, limit: Duration) -> Result<HashMap<String, i64>> {
         let start = Instant::now();
@@ -652,7 +692,10 @@ async fn sqs_cut(o: &Opts) -> Result<Figures> {
 ///    node timeout 2 s): three workers, one SIGKILLed every second; a third of the way through
 ///    a replica takes over its master (`CLUSTER FAILOVER`), two thirds through another master
 ///    is SIGKILLed (its replica is promoted; the killed node comes back 5 s later and rejoins
-///    as a replica). The tasks spread over queues on every master.
+///    as a replica), and five sixths through a master is SIGKILLed and started again at once,
+///    inside the node timeout, so it comes back empty as the master of its slots (that shard
+///    alone lost its data; the Redis-loss check rebuilds its queues from Postgres). The tasks
+///    spread over queues on every master.
 async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     let n = if o.quick { 2_000 } else { 20_000 };
     let args = [
@@ -761,7 +804,7 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     let mut workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}-0"), &extra)).collect::<Result<_>>()?;
     let mut faults = Vec::new();
     let (mut kills, mut failed_over, mut master_killed) = (0usize, None, None);
-    let mut restarted = false;
+    let (mut restarted, mut shard_lost, mut bounced) = (false, false, false);
     let start = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -788,8 +831,24 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
             && !restarted
             && at.elapsed() >= Duration::from_secs(5)
         {
+            // Still holding its slots (its replica not elected yet): it comes back empty
+            // and its queues lost their data, which the Redis-loss check must rebuild.
+            let needle = format!(":{}@", nodes[i].port);
+            shard_lost =
+                cli(env.redis.port, &["cluster", "nodes"]).lines().any(|l| l.contains(&needle) && l.split_whitespace().count() > 8);
             nodes[i].spawn()?;
             restarted = true;
+        } else if restarted && !bounced && terminal as u64 >= accepted * 5 / 6 {
+            // A master killed and started again at once (a supervisor restarting it), well inside
+            // the node timeout: no replica is elected, it comes back empty as the master of its
+            // slots and its replica syncs the emptiness. Only that shard's queues lost their
+            // data; the Redis-loss check must find and rebuild them.
+            if let Some(i) = nodes.iter().position(|r| role(r.port) == "master") {
+                nodes[i].kill();
+                faults.push(Instant::now());
+                nodes[i].spawn()?;
+                bounced = true;
+            }
         }
         let i = kills % 3;
         workers[i].kill().await?;
@@ -799,10 +858,15 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     }
     let c = env.settle(accepted, Duration::from_secs(10)).await?;
     let mut f = Figures::from_counts(accepted, &c, &hits, &faults);
+    if f.lost > 0 {
+        f.extra.insert("unfinished".into(), env.unfinished(&engine).await);
+    }
     f.extra.insert("kills".into(), json!(kills));
     f.extra.insert("failover".into(), json!(failed_over.is_some()));
     f.extra.insert("master_killed".into(), json!(master_killed.is_some()));
     f.extra.insert("killed_master_back".into(), json!(restarted));
+    f.extra.insert("came_back_empty_as_master".into(), json!(shard_lost));
+    f.extra.insert("master_bounced_empty".into(), json!(bounced));
     drop(workers);
     env.cleanup().await;
     drop(nodes);

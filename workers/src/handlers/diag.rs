@@ -54,3 +54,22 @@ impl Handler for Fail {
         Err(if p.permanent { HandlerError::Permanent { message, detail } } else { HandlerError::Retryable { message, detail } })
     }
 }
+
+/// A flow's parent: returns the tasks it waited for, `{"children": [{"id", "name", "status",
+/// "result"}, ...]}` (see [`TaskContext::children_results`]); any payload.
+pub struct Gather;
+
+impl Handler for Gather {
+    fn kind(&self) -> &'static str {
+        "gather"
+    }
+    async fn handle(&self, ctx: TaskContext, _task: Task) -> Result<(), HandlerError> {
+        let children: Vec<serde_json::Value> = ctx
+            .children_results()
+            .await?
+            .into_iter()
+            .map(|d| serde_json::json!({ "id": d.id, "name": d.name, "status": d.status, "result": d.result }))
+            .collect();
+        ctx.set_result(&serde_json::json!({ "children": children }))
+    }
+}

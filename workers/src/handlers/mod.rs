@@ -5,6 +5,6 @@ pub mod diag;
 pub mod email;
 pub mod http;
 
-pub use diag::{Fail, Noop, Sleep};
+pub use diag::{Fail, Gather, Noop, Sleep};
 pub use email::EmailHandler;
 pub use http::HttpHandler;

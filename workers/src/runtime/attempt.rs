@@ -84,7 +84,7 @@ async fn run_handler(
         return Err(HandlerError::retryable_msg(format!("no handler for task kind {:?} on worker {}", task.name, shared.cfg.worker_id)));
     };
     let timeout = handler.timeout().unwrap_or(task.timeout);
-    let ctx = TaskContext::new(task, &shared.cfg.worker_id, cancel.clone(), state.clone());
+    let ctx = TaskContext::new(task, &shared.cfg.worker_id, cancel.clone(), state.clone(), shared.store.clone());
     // Every event of the handler carries the attempt's identity, and its lines are captured.
     let span = tracing::info_span!("attempt", task_id = %task.id, queue = %task.queue, task_name = %task.name, attempt = task.attempt, worker = %shared.cfg.worker_id);
     let call = handler.call(ctx, Task { name: task.name.clone(), payload_json: task.payload.clone() });

@@ -31,10 +31,12 @@ use std::time::Duration;
 use chronos_core::dlq::Dlq;
 use chronos_core::queue::{Engine, WorkerPresence};
 use chronos_core::services::Services;
+use chronos_core::telemetry;
 use chronos_core::{ClaimedTask, Store, TaskId};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::logs::Capture;
@@ -125,6 +127,8 @@ struct Shared {
     records: mpsc::UnboundedSender<Record>,
     /// Cleared when the fetch loop stops: a draining worker no longer says it serves its queues.
     claiming: AtomicBool,
+    /// Postgres, when the worker was given one (handlers read their children's results).
+    store: Option<Store>,
 }
 
 /// A worker process's runtime. Build with [`Worker::new`], choose its background services,
@@ -247,6 +251,7 @@ impl Worker {
             slot_freed: Arc::new(Notify::new()),
             records: record_tx,
             claiming: AtomicBool::new(true),
+            store: store.clone(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let heart = tokio::spawn(lease::run_heartbeat(shared.clone(), stop_rx));
@@ -295,6 +300,28 @@ fn reap_every(lease: Duration) -> Duration {
     (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
+/// The span of one attempt for traces: a consumer span in the trace the task was submitted in,
+/// with a first child `chronos.claim` that says how long the task waited for a worker.
+fn task_span(task: &ClaimedTask) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "chronos.task",
+        otel.kind = "consumer",
+        chronos.task_id = %task.id,
+        chronos.queue = %task.queue,
+        chronos.task_name = %task.name,
+        chronos.attempt = task.attempt,
+        chronos.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, task.trace_context.as_deref());
+    drop(
+        tracing::info_span!(target: telemetry::TARGET, parent: &span, "chronos.claim", chronos.waited_ms = task.waited.as_millis() as u64, chronos.token = task.token),
+    );
+    span
+}
+
 /// Start one attempt in its own task; its outcome goes to the recorder.
 fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) {
     let cancel = CancellationToken::new();
@@ -308,16 +335,21 @@ fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) 
     metrics.started.increment(1);
     metrics.waited(task.waited);
     let s = shared.clone();
+    // With traces on, the attempt is a span continuing the producer's trace (its claim, run
+    // and ack are children); with traces off, Span::none costs nothing.
+    let span = if telemetry::enabled() { task_span(&task) } else { tracing::Span::none() };
     tokio::spawn(async move {
         let slot = Slot::new(permit, s.slot_freed.clone());
         let began = std::time::Instant::now();
-        let outcome = attempt::run_attempt(&s, &task, cancel, &state).await;
+        let outcome = attempt::run_attempt(&s, &task, cancel, &state).instrument(span.clone()).await;
         metrics.ran(began.elapsed());
         let completed = outcome == Outcome::Completed;
         let (slot, kept) = if completed { (Some(slot), None) } else { (None, Some(slot)) };
         let logs = state.logs.take();
         let result = if completed { state.result.lock().unwrap().take() } else { None };
-        let _ = s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, result, metrics, slot: kept });
+        let span = (!span.is_none()).then_some(span);
+        let _ =
+            s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, result, metrics, slot: kept, span });
         s.inflight.lock().unwrap().remove(&task.id);
         drop(slot);
     });

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use chronos_core::TaskId;
 use chronos_core::metrics::TaskMetrics;
-use chronos_core::queue::{Completion, Engine, FailOutcome};
+use chronos_core::queue::{Completion, Engine, FailKind, FailOutcome};
+use chronos_core::telemetry;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::WorkerStats;
 use super::attempt::Outcome;
@@ -53,6 +55,21 @@ pub(super) struct Record {
     /// A failed attempt's slot, held until the retry or death is written; a completion's slot
     /// is freed before it is sent, so the next claim need not wait for the batched ack.
     pub slot: Option<Slot>,
+    /// The attempt's `chronos.task` span when traces are on: the ack or failure is its child.
+    pub span: Option<tracing::Span>,
+}
+
+/// The span of writing one attempt's outcome, under its task's span (none with traces off).
+fn outcome_span(task: Option<&tracing::Span>, name: &'static str, outcome: &'static str, error: bool) -> tracing::Span {
+    let Some(task) = task else { return tracing::Span::none() };
+    task.record("chronos.outcome", outcome);
+    if error {
+        task.record("otel.status_code", "ERROR");
+    }
+    match name {
+        "chronos.ack" => tracing::info_span!(target: telemetry::TARGET, parent: task, "chronos.ack", otel.kind = "client"),
+        _ => tracing::info_span!(target: telemetry::TARGET, parent: task, "chronos.fail", otel.kind = "client"),
+    }
 }
 
 const ATTEMPTS: usize = 8;
@@ -82,49 +99,68 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
     let mut buf = Vec::with_capacity(256);
     let mut failures = JoinSet::new();
     while rx.recv_many(&mut buf, 256).await > 0 {
-        type Acks = (Vec<Completion>, Vec<&'static TaskMetrics>);
+        type Acks = (Vec<Completion>, Vec<&'static TaskMetrics>, Vec<tracing::Span>);
         let mut acks: HashMap<String, Acks> = HashMap::new();
         for r in buf.drain(..) {
             match r.outcome {
                 Outcome::Completed => {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
-                    let (leases, metrics) = acks.entry(r.queue).or_default();
+                    let (leases, metrics, spans) = acks.entry(r.queue).or_default();
                     leases.push(Completion { id: r.id, token: r.token, logs: r.logs, result: r.result });
                     metrics.push(r.metrics);
+                    if r.span.is_some() {
+                        spans.push(outcome_span(r.span.as_ref(), "chronos.ack", "completed", false));
+                    }
                 }
                 Outcome::Failed { kind, message, detail, retry_in } => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     let (engine, worker) = (engine.clone(), worker.clone());
-                    failures.spawn(async move {
-                        let slot = r.slot;
-                        let logs = r.logs.as_deref().unwrap_or("");
-                        let written = with_retries("recording a failure", || {
-                            engine.fail_with_logs(&r.queue, r.id, r.token, &worker, kind, &message, &detail, retry_in, logs)
-                        })
-                        .await;
-                        let m = r.metrics;
-                        let how = match &written {
-                            Some(FailOutcome::Retrying { .. }) => Some(&m.retried),
-                            Some(FailOutcome::Dead) => Some(&m.dead),
-                            Some(FailOutcome::Cancelled) => Some(&m.cancelled),
-                            Some(FailOutcome::Stale) | None => None,
-                        };
-                        if let Some(c) = how {
-                            c.increment(1);
-                            m.failed.increment(1);
+                    let span = outcome_span(
+                        r.span.as_ref(),
+                        "chronos.fail",
+                        match kind {
+                            FailKind::Retryable => "failed",
+                            FailKind::Permanent => "failed_permanently",
+                            FailKind::Cancelled => "cancelled",
+                        },
+                        true,
+                    );
+                    failures.spawn(
+                        async move {
+                            let slot = r.slot;
+                            let logs = r.logs.as_deref().unwrap_or("");
+                            let written = with_retries("recording a failure", || {
+                                engine.fail_with_logs(&r.queue, r.id, r.token, &worker, kind, &message, &detail, retry_in, logs)
+                            })
+                            .await;
+                            let m = r.metrics;
+                            let how = match &written {
+                                Some(FailOutcome::Retrying { .. }) => Some(&m.retried),
+                                Some(FailOutcome::Dead) => Some(&m.dead),
+                                Some(FailOutcome::Cancelled) => Some(&m.cancelled),
+                                Some(FailOutcome::Stale) | None => None,
+                            };
+                            if let Some(c) = how {
+                                c.increment(1);
+                                m.failed.increment(1);
+                            }
+                            match written {
+                                Some(FailOutcome::Stale) => {
+                                    tracing::info!(task = %r.id, "attempt result refused: the lease was taken over")
+                                }
+                                Some(outcome) => tracing::debug!(task = %r.id, ?outcome, error = %message, "attempt failed"),
+                                None => tracing::error!(task = %r.id, "failure not recorded; the lease will expire and the task run again"),
+                            }
+                            drop(slot);
                         }
-                        match written {
-                            Some(FailOutcome::Stale) => tracing::info!(task = %r.id, "attempt result refused: the lease was taken over"),
-                            Some(outcome) => tracing::debug!(task = %r.id, ?outcome, error = %message, "attempt failed"),
-                            None => tracing::error!(task = %r.id, "failure not recorded; the lease will expire and the task run again"),
-                        }
-                        drop(slot);
-                    });
+                        .instrument(span),
+                    );
                     continue;
                 }
             }
         }
-        for (queue, (leases, metrics)) in acks {
+        // An attempt's ack span ends when its batch is written (`spans` dropped at the end of the loop body).
+        for (queue, (leases, metrics, _spans)) in acks {
             let written = with_retries("ack", || {
                 stats.ack_calls.fetch_add(1, Ordering::Relaxed);
                 engine.ack_with(&queue, &worker, &leases)

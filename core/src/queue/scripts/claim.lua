@@ -4,9 +4,9 @@
 -- KEYS[5] token (fencing-token counter)  KEYS[6] outbox (audit stream)  KEYS[7] wake  KEYS[8] paused
 -- KEYS[9] retry (tasks waiting for their next attempt; score = due time)
 -- ARGV[1] key prefix  ARGV[2] worker id  ARGV[3] max tasks  ARGV[4] lease (ms)  ARGV[5] promote limit
--- Returns: {now, next_due (-1 = nothing delayed or retrying), count, then 10 fields per task:
+-- Returns: {now, next_due (-1 = nothing delayed or retrying), count, then 11 fields per task:
 --           id, token, attempt, max_attempts, name, payload, timeout_ms, backoff, idempotency key,
---           how long it waited since it was due (ms)}
+--           how long it waited since it was due (ms), the producer's traceparent ("" = none)}
 -- Highest priority first, FIFO within a priority. One outbox entry for the whole batch.
 -- A schedule's occurrence with an overlap guard (fields sg, ov) whose schedule has a run in
 -- progress is not leased: "skip" (ov = s) drops it, recorded as cancelled with the reason;
@@ -161,7 +161,7 @@ if room > 0 and redis.call('EXISTS', paused) == 0 then
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = task_key(prefix, id)
-      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov', 'ra', 'ex')
+      local f = redis.call('HMGET', tkey, 'a', 'ma', 'n', 'to', 'bk', 'ik', 'sg', 'ov', 'ra', 'ex', 'tc')
       tok = tok + 1
       local blocked = nil
       if f[3] and f[10] and tonumber(f[10]) < now then
@@ -213,6 +213,7 @@ if room > 0 and redis.call('EXISTS', paused) == 0 then
         out[#out + 1] = f[5]
         out[#out + 1] = f[6]
         out[#out + 1] = math.max(0, now - (tonumber(f[9]) or now))
+        out[#out + 1] = f[11] or ''
         claimed[#claimed + 1] = id .. ':' .. a
         count = count + 1
       end

@@ -9,14 +9,14 @@
 --         idempotency keys (idem:<key>) live under it. The payload is a string of its own so the
 --         hash keeps only short fields and stays in Redis's compact encoding (~2x less memory).
 -- ARGV[2] idempotency retention (ms)
--- ARGV[3] number of tasks; then 15 fields per task:
+-- ARGV[3] number of tasks; then 16 fields per task:
 --         id, name, payload, priority, max_attempts, backoff, timeout_ms, idempotency key ("" = none),
 --         run_at (epoch ms, 0 = use delay), delay_ms, dedupe key (the idempotency key scoped to the
 --         API key that submitted it, so two clients' keys never collide; "" = none),
 --         schedule id of a schedule's occurrence ("" = none) and its overlap code ("s" skip, "q"
 --         queue one, "" allow: no guard); stored only when set; the task's group ("" = none: see
 --         to_ready in lib.lua); its deadline (epoch ms, 0 = none: no attempt starts after it, see
---         claim.lua). An occurrence whose id has a tombstone (done:<id>, see lib.lua)
+--         claim.lua); its producer's W3C traceparent ("" = none: see core/src/telemetry.rs). An occurrence whose id has a tombstone (done:<id>, see lib.lua)
 --         already ran and is not enqueued again.
 -- Returns: {now, id_1, created_1, id_2, created_2, ...}; created is 1 for a new task, 0 when the
 --          idempotency key (or the id) already named a task, whose id is returned instead.
@@ -28,11 +28,11 @@ local now = now_ms()
 local out = {now}
 local woke = false
 for i = 0, n - 1 do
-  local b = 3 + i * 15
+  local b = 3 + i * 16
   local id, name, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local pr, ma, bk, to, ik = tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local run_at, delay, dk = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10]), ARGV[b + 11]
-  local sg, ov, g, ex = ARGV[b + 12], ARGV[b + 13], ARGV[b + 14], ARGV[b + 15]
+  local sg, ov, g, ex, tc = ARGV[b + 12], ARGV[b + 13], ARGV[b + 14], ARGV[b + 15], ARGV[b + 16]
   local tkey = task_key(prefix, id)
   local existing = nil
   if dk ~= '' then
@@ -57,6 +57,7 @@ for i = 0, n - 1 do
     end
     if g ~= '' then redis.call('HSET', tkey, 'g', g) end
     if ex ~= '0' then redis.call('HSET', tkey, 'ex', ex) end
+    if tc ~= '' then redis.call('HSET', tkey, 'tc', tc) end
     if due <= now then
       redis.call('HSET', tkey, 'n', name, 'pr', pr, 'a', 0, 'ma', ma, 'mb', ma,
         'bk', bk, 'to', to, 'st', 'queued', 'ik', ik, 'ca', now, 'ra', now)

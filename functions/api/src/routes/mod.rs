@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource.
 
 pub mod dlq;
+pub mod flows;
 pub mod jobs;
 pub mod keys;
 pub mod queues;

@@ -30,12 +30,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 /// process that also runs workers or services (`chronos dev`), theirs.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.metrics;
-    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
-        counter!("chronos_http_requests_total", "status" => class).absolute(m.requests[i].load(Ordering::Relaxed));
-    }
-    counter!("chronos_tasks_created_total").absolute(m.tasks_created.load(Ordering::Relaxed));
-    counter!("chronos_task_writes_total").absolute(state.chronos.writes());
+    publish_counters(&state);
     if let Ok(counts) = state.chronos.live_counts().await {
         type Gauge = (&'static str, fn(&chronos_core::queue::QueueCounts) -> u64);
         let gauges: [Gauge; 4] = [
@@ -54,6 +49,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// Copy this process's request counters into the metrics recorder (they are plain atomics on
+/// the request path): before `/metrics` renders, and before the Lambda function's EMF lines.
+pub fn publish_counters(state: &AppState) {
+    let m = &state.metrics;
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
+        counter!("chronos_http_requests_total", "status" => class).absolute(m.requests[i].load(Ordering::Relaxed));
+    }
+    counter!("chronos_tasks_created_total").absolute(m.tasks_created.load(Ordering::Relaxed));
+    counter!("chronos_task_writes_total").absolute(state.chronos.writes());
+}
+
 /// The OpenAPI 3.1 description of this API, generated from the handlers.
 pub async fn openapi() -> Response {
     axum::Json(crate::openapi::spec()).into_response()
@@ -65,6 +71,36 @@ pub async fn not_found() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
+}
+
+/// With traces on (see `chronos_core::telemetry`), every request is a server span named after
+/// its route (`POST /v1/tasks`) that continues the caller's `traceparent`; the handlers' own
+/// spans (`chronos.enqueue`) are its children. With traces off this is one atomic load.
+pub async fn trace_requests(req: Request, next: Next) -> Response {
+    use chronos_core::telemetry;
+    use tracing::Instrument;
+    if !telemetry::enabled() {
+        return next.run(req).await;
+    }
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "http.request",
+        otel.name = format!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let res = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", i64::from(res.status().as_u16()));
+    if res.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    res
 }
 
 pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -2,12 +2,14 @@
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use chronos_core::access::Caller;
 use chronos_core::store::TaskFilter;
+use chronos_core::telemetry;
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::IntoParams;
 
 use super::parse_id;
@@ -34,14 +36,45 @@ pub(crate) async fn visible_task(state: &AppState, caller: &Caller, id: &str) ->
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    StrictJson(req): StrictJson<CreateTask>,
+    headers: HeaderMap,
+    StrictJson(mut req): StrictJson<CreateTask>,
 ) -> ApiResult<impl IntoResponse> {
-    let task = req.into_task("", &caller.key_id)?;
-    let s = state.chronos.submit(task, &caller).await?;
+    if req.children.is_some() {
+        return Err(ApiError::validation("children", "a task with children is a flow: send it to POST /v1/flows"));
+    }
+    let depends_on = req.depends_on.take();
+    let on_failure = req.on_child_failure.take();
+    if depends_on.is_none() && on_failure.is_some() {
+        return Err(ApiError::validation("on_child_failure", "applies only with depends_on (or to a flow's task with children)"));
+    }
+    let mut task = req.into_task("", &caller.key_id)?;
+    let span = enqueue_span(1);
+    task.trace_context = trace_context(&span, &headers);
+    let s = match depends_on {
+        Some(deps) => state.chronos.submit_after(task, &deps, on_failure.unwrap_or_default(), &caller).instrument(span).await?,
+        None => state.chronos.submit(task, &caller).instrument(span).await?,
+    };
     if s.created {
         state.metrics.tasks_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok((if s.created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(TaskView::from(s.task))))
+}
+
+/// The span of a submission (a child of the request's span) when traces are on; none otherwise.
+pub(crate) fn enqueue_span(tasks: usize) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(target: telemetry::TARGET, "chronos.enqueue", otel.kind = "producer", chronos.tasks = tasks)
+}
+
+/// What the worker continues: the enqueue span when traces are on, else the caller's own valid
+/// `traceparent` (kept as sent, so a worker that exports traces still joins the caller's trace).
+pub(crate) fn trace_context(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
+    telemetry::traceparent(span).or_else(|| {
+        let tp = headers.get("traceparent")?.to_str().ok()?;
+        telemetry::parse_traceparent(tp).and_then(|cx| telemetry::traceparent_of(&cx))
+    })
 }
 
 /// Create up to 1,000 tasks in one call: all-or-nothing validation, one Postgres transaction
@@ -54,6 +87,7 @@ pub async fn create(
 pub async fn create_batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     StrictJson(req): StrictJson<CreateBatch>,
 ) -> ApiResult<impl IntoResponse> {
     if req.tasks.is_empty() || req.tasks.len() > MAX_BATCH {
@@ -61,6 +95,10 @@ pub async fn create_batch(
     }
     let mut tasks = Vec::with_capacity(req.tasks.len());
     for (i, t) in req.tasks.into_iter().enumerate() {
+        t.refuse_flow_fields(
+            &format!("tasks[{i}]."),
+            "not in a batch: send a task that waits for others to POST /v1/tasks (depends_on) or POST /v1/flows (children)",
+        )?;
         let task = t.into_task(&format!("tasks[{i}]."), &caller.key_id)?;
         // Validate here so an error names the item; enqueue validates again (cheap).
         task.clone().prepare(state.chronos.max_payload_bytes).map_err(|e| match e {
@@ -69,9 +107,15 @@ pub async fn create_batch(
         })?;
         tasks.push(task);
     }
+    let span = enqueue_span(tasks.len());
+    let tc = trace_context(&span, &headers);
+    for t in &mut tasks {
+        t.trace_context.clone_from(&tc);
+    }
     let items: Vec<BatchItem> = state
         .chronos
         .submit_batch(tasks, &caller)
+        .instrument(span)
         .await?
         .into_iter()
         .map(|s| BatchItem { created: s.created, task: s.task.into() })
@@ -99,8 +143,8 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// scheduled, queued, running, retrying, completed, dead or cancelled.
-    #[param(pattern = "^(scheduled|queued|running|retrying|completed|dead|cancelled)$")]
+    /// pending, scheduled, queued, running, retrying, completed, dead or cancelled.
+    #[param(pattern = "^(pending|scheduled|queued|running|retrying|completed|dead|cancelled)$")]
     pub status: Option<String>,
     #[param(pattern = "^[^\\x00]*$")]
     pub queue: Option<String>,
@@ -140,7 +184,7 @@ pub fn build_filter(p: ListParams) -> ApiResult<TaskFilter> {
         s.parse::<chronos_core::Status>().map_err(|_| {
             ApiError::validation(
                 "status",
-                format!("{s:?} is not a status; use scheduled, queued, running, retrying, completed, dead or cancelled"),
+                format!("{s:?} is not a status; use pending, scheduled, queued, running, retrying, completed, dead or cancelled"),
             )
         })?;
     }
@@ -199,8 +243,25 @@ pub async fn attempts(
     Ok(axum::Json(AttemptList { attempts: attempts.into_iter().map(AttemptView::from).collect() }))
 }
 
+/// The tasks one waits (or waited) for: a flow's children, or those named by `depends_on`, each
+/// with its status and, once it completed, its result.
+#[utoipa::path(get, path = "/v1/tasks/{id}/dependencies", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
+    responses(
+        (status = 200, body = DependenciesView),
+        AuthErrors, IdErrors,
+    ))]
+pub async fn dependencies(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    StrictPath(id): StrictPath<String>,
+) -> ApiResult<axum::Json<DependenciesView>> {
+    let deps = state.chronos.dependencies(&caller, parse_id(&id)?).await?;
+    Ok(axum::Json(DependenciesView { dependencies: deps.into_iter().map(DependencyView::from).collect() }))
+}
+
 /// Cancel: a waiting, scheduled, retrying or dead task is cancelled at once; a running one is
-/// flagged and its handler told (`cancel_requested: true`).
+/// flagged and its handler told (`cancel_requested: true`). A `pending` task (waiting for
+/// others) is cancelled at once, and with it what is unfinished of its flow's subtree.
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(
         (status = 200, description = "The task's new state", body = TaskView),
