@@ -64,8 +64,15 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
     // data alone, on a cluster).
     let whole = epoch.is_none();
     let mut queues = if whole {
-        let mut q = known;
-        q.extend(store.queue_names().await?);
+        let mut q = store.queue_names().await?;
+        // The set of queues went with the epoch key: put back the queues Postgres knows, so
+        // that audit writers (which read their outboxes from that set) drain the outboxes this
+        // rebuild waits for. No `intact` mark: this rebuild marks them once it restored them.
+        let missing: Vec<&String> = q.iter().filter(|n| !known.contains(n)).collect();
+        if !missing.is_empty() {
+            let _: () = redis::cmd("SADD").arg(queues_set(&ns)).arg(&missing).query_async(&mut conn).await?;
+        }
+        q.extend(known);
         q.sort();
         q.dedup();
         q

@@ -110,3 +110,55 @@ async fn a_queue_whose_node_lost_its_data_alone_is_rebuilt_and_the_others_are_le
     assert_eq!(ensure_redis_state(&env.engine, &env.store, "w").await.unwrap(), None);
     env.cleanup().await;
 }
+
+/// The node holding the epoch key and the set of queues lost its data while a queue on another
+/// node still has transitions in its outbox that Postgres has not seen (what sigkill-cluster
+/// hit when it bounced that master). The rebuild waits for that outbox to drain; a worker that
+/// starts then drains it itself (its audit writer runs while it settles, and the check puts the
+/// queues Postgres knows back into the set, where the writer finds their outboxes), so it
+/// rebuilds and works within seconds instead of waiting out the settle deadline (60 s) — for
+/// ever, when every worker is restarted before that.
+#[tokio::test]
+async fn a_worker_starting_after_the_set_of_queues_was_lost_drains_the_outboxes_the_rebuild_waits_for() {
+    let redis = PrivateRedis::start();
+    let env = TestEnv::with_redis(&redis.url()).await;
+    ensure_redis_state(&env.engine, &env.store, "setup").await.unwrap();
+    let batch = (0..200).map(|_| NewTask::new("noop", json!({})).queue(QUEUE)).collect();
+    env.client.enqueue_batch(batch).await.unwrap();
+    // 50 run with no audit writer anywhere: their claims and completions wait in the outbox.
+    let claimed = env.engine.claim(QUEUE, "w", 50, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claimed.tasks.len(), 50);
+    let leases: Vec<_> = claimed.tasks.iter().map(|t| (t.id, t.token)).collect();
+    assert!(env.engine.ack(QUEUE, "w", &leases).await.unwrap().iter().all(|ok| *ok));
+    let mut conn = env.engine.connection();
+    let pending: u64 = redis::cmd("XLEN").arg(env.engine.keys(QUEUE).outbox).query_async(&mut conn).await.unwrap();
+    assert!(pending > 0, "the completions are in the outbox");
+    // The epoch key and the set of queues gone; the queue's own keys are all there.
+    let ns = &env.namespace;
+    let _: () = redis::cmd("DEL")
+        .arg(chronos_core::keys::epoch_key(ns))
+        .arg(chronos_core::keys::queues_set(ns))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let worker = chronos_tests::start_worker(&env, chronos_tests::diag_registry(), chronos_tests::worker_config(&[QUEUE]), None);
+    let pool = env.store.pool().clone();
+    chronos_tests::wait_until(Duration::from_secs(20), "all 200 tasks completed in Postgres", || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'completed'").fetch_one(&pool).await.unwrap();
+            n == 200
+        }
+    })
+    .await;
+    // The 50 that completed before the worker started did not run again: one attempt each.
+    let ids: Vec<uuid::Uuid> = claimed.tasks.iter().map(|t| t.id).collect();
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE task_id = ANY($1)").bind(&ids).fetch_one(&pool).await.unwrap();
+    assert_eq!(attempts, 50, "a task that completed before the rebuild ran again");
+    eprintln!("rebuilt and drained in {:?}", started.elapsed());
+    worker.stop().await;
+    env.cleanup().await;
+}

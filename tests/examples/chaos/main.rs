@@ -379,8 +379,17 @@ impl Env {
             let k = engine.keys(&queue);
             let mut r = json!({"id": id, "queue": queue, "status": status, "attempts": attempts, "idle_s": idle_s.round()});
             let hash: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL").arg(k.task(&id)).query_async(&mut conn).await;
-            r["redis_hash"] = json!(hash.map(|h| { let mut h: Vec<_> = h.into_iter().collect(); h.sort(); h }).map_err(|e| e.to_string()).ok());
-            for (name, key) in [("ready", &k.ready), ("delayed", &k.delayed), ("retry", &k.retry), ("active", &k.active), ("dead", &k.dead)] {
+            r["redis_hash"] = json!(
+                hash.map(|h| {
+                    let mut h: Vec<_> = h.into_iter().collect();
+                    h.sort();
+                    h
+                })
+                .map_err(|e| e.to_string())
+                .ok()
+            );
+            for (name, key) in [("ready", &k.ready), ("delayed", &k.delayed), ("retry", &k.retry), ("active", &k.active), ("dead", &k.dead)]
+            {
                 let score: Option<f64> = redis::cmd("ZSCORE").arg(key).arg(&id).query_async(&mut conn).await.unwrap_or(None);
                 if let Some(score) = score {
                     r[name] = json!(score);

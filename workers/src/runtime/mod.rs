@@ -205,6 +205,11 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> chronos_core::Result<()> {
         let Worker { engine, registry, cfg, services, store, stats } = self;
         tokio::pin!(shutdown);
+        // The background services start before settling: a rebuild waits until the audit
+        // outboxes are drained into Postgres, and this process's audit writer may be the one
+        // that drains them (when every worker is starting at once, e.g. after a crash loop, a
+        // writer started only after settling would leave the rebuild waiting for itself).
+        let background = services.start();
         // A stop during start-up (settling may wait for another process's rebuild) stops here:
         // nothing was claimed yet, so nothing needs handing back.
         let start_up = async {
@@ -229,15 +234,22 @@ impl Worker {
                         }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    r => break r,
+                    r => break r.map(|()| true),
                 }
             }
         };
-        tokio::select! {
-            r = start_up => r?,
+        let started = tokio::select! {
+            r = start_up => r,
             _ = &mut shutdown => {
                 tracing::info!(worker = %cfg.worker_id, "stopped during start-up");
-                return Ok(());
+                Ok(false)
+            }
+        };
+        match started {
+            Ok(true) => {}
+            other => {
+                background.stop().await;
+                return other.map(|_| ());
             }
         }
         let (record_tx, record_rx) = mpsc::unbounded_channel();
@@ -255,7 +267,6 @@ impl Worker {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let heart = tokio::spawn(lease::run_heartbeat(shared.clone(), stop_rx));
-        let background = services.start();
 
         tracing::info!(worker = %shared.cfg.worker_id, queues = %shared.cfg.queues.describe(), concurrency = shared.cfg.concurrency, handlers = ?shared.registry.kinds(), "worker started");
         let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
