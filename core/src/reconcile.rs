@@ -23,8 +23,9 @@
 //! row is read, so a task that completed after the data loss never runs again. What the pause
 //! cannot save is what Redis lost itself: an attempt that was running (or whose completion was
 //! still in the outbox) when the data went runs again (at-least-once). The pause is the
-//! queue's `paused` key holding [`REBUILD_PAUSE`], with the lock's lifetime, so a rebuild that
-//! dies never leaves a queue paused, and a pause an operator set is never lifted by a rebuild.
+//! queue's `paused` key holding [`REBUILD_PAUSE`], renewed with the lock (a few seconds' lifetime,
+//! extended every second while the rebuild works), so a rebuild that dies leaves a queue paused
+//! for seconds at most, and a pause an operator set is never lifted by a rebuild.
 //! An attempt that was running when Redis lost its data is closed in Postgres as `lost`: no
 //! attempt stays open.
 
@@ -39,8 +40,16 @@ use crate::queue::Engine;
 use crate::queue::script::RESTORE;
 use crate::store::Store;
 
-/// How long a rebuild may hold the lock before another worker may take over.
-const REBUILD_LOCK: Duration = Duration::from_secs(60);
+/// The lifetime of the rebuild's lock and of its pause of claims. The rebuilder renews both every
+/// [`RENEW_EVERY`] while it works, however long that takes; a rebuilder that dies (SIGKILL, a
+/// lost node) stops renewing, and claims resume and another worker may take over within this.
+const REBUILD_LOCK: Duration = Duration::from_secs(5);
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How long a starting worker waits for another process's rebuild before it claims anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+/// Extend a key's lifetime only while it still holds the value this process wrote (never a
+/// pause an operator set meanwhile, never another rebuilder's lock).
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 /// How long a rebuild waits, claims paused, for running attempts to finish and outboxes to
 /// drain. Past it, attempts still leased keep running (their tasks are in Redis, the rebuild
 /// leaves them alone); outboxes still pending mean Postgres is behind, and the rebuild waits
@@ -117,13 +126,19 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
         }
         return Ok(None);
     }
-    let outcome = async {
+    let work = async {
         if !drain(engine, &queues).await? {
             return Ok(None);
         }
         rebuild_queues(engine, store, (!whole).then_some(queues.as_slice())).await.map(Some)
-    }
-    .await;
+    };
+    tokio::pin!(work);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tokio::time::sleep(RENEW_EVERY) => renew(engine, &lock, &queues).await,
+        }
+    };
     let restored = match outcome {
         Ok(Some(restored)) => {
             let names: Vec<&str> = queues.iter().map(String::as_str).collect();
@@ -145,6 +160,22 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
     }
     resume_claims(engine, &queues).await?;
     restored
+}
+
+/// Keep the rebuild's lock and its pauses alive while it works. A failed renewal is only logged:
+/// at worst the pause lapses and a claim runs beside the rebuild, which `restore.lua` tolerates
+/// (it leaves a task Redis holds alone).
+async fn renew(engine: &Engine, lock: &str, queues: &[String]) {
+    let ttl = REBUILD_LOCK.as_millis() as u64;
+    let mut conn = engine.connection();
+    let lock_key = rebuild_lock(engine.namespace());
+    let keys = std::iter::once((lock_key, lock)).chain(queues.iter().map(|q| (engine.keys(q).paused, REBUILD_PAUSE)));
+    for (key, value) in keys {
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL").arg(RENEW).arg(1).arg(&key).arg(value).arg(ttl).query_async(&mut conn).await;
+        if let Err(e) = r {
+            tracing::warn!(key, error = %e, "could not renew the rebuild's lock or pause");
+        }
+    }
 }
 
 /// Stop claims in `queues` for the rebuild (a queue an operator paused stays as it is).
@@ -446,10 +477,10 @@ async fn close_lost_attempts(store: &Store, lost: &[(Uuid, i32)]) -> Result<()> 
 
 /// Before a worker starts claiming: make sure Redis holds the namespace's state, rebuilding it
 /// (or waiting while another worker rebuilds it) first, so no task can complete and then be
-/// restored by a rebuild running beside it. Gives up after the rebuild lock's lifetime, and at
+/// restored by a rebuild running beside it. Gives up after [`SETTLE_LIMIT`], and at
 /// once when Postgres is unreachable: workers keep working through a Postgres outage.
 pub async fn settle_before_claiming(engine: &Engine, store: &Store, worker: &str) {
-    let deadline = tokio::time::Instant::now() + REBUILD_LOCK;
+    let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
     loop {
         match ensure_redis_state(engine, store, worker).await {
             Ok(_) => {}

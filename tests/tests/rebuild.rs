@@ -162,3 +162,55 @@ async fn a_worker_starting_after_the_set_of_queues_was_lost_drains_the_outboxes_
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// The rebuild's lock and pause are renewed while it works, however long that takes, and lapse
+/// within seconds when the rebuilder dies: a SIGKILLed rebuilder no longer holds every claim of
+/// the namespace for a minute.
+#[tokio::test]
+async fn a_rebuild_keeps_its_lock_while_it_works_and_a_dead_rebuilder_frees_the_queues_within_seconds() {
+    let redis = PrivateRedis::start();
+    let env = TestEnv::with_redis(&redis.url()).await;
+    ensure_redis_state(&env.engine, &env.store, "setup").await.unwrap();
+    let batch = (0..10).map(|_| NewTask::new("noop", json!({})).queue(QUEUE)).collect();
+    env.client.enqueue_batch(batch).await.unwrap();
+    // A lease that outlives the wait: the rebuild waits for it (claims paused) for many seconds.
+    let held = env.engine.claim(QUEUE, "w", 1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(held.tasks.len(), 1);
+    let mut conn = env.engine.connection();
+    let k = env.engine.keys(QUEUE);
+    // Its claim drained into Postgres (no audit writer here), and the epoch key gone.
+    let _: () = redis::cmd("XTRIM").arg(&k.outbox).arg("MAXLEN").arg(0).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(chronos_core::keys::epoch_key(&env.namespace)).query_async(&mut conn).await.unwrap();
+
+    let rebuild = {
+        let (engine, store) = (env.engine.clone(), env.store.clone());
+        tokio::spawn(async move { ensure_redis_state(&engine, &store, "rebuilder").await })
+    };
+    let lock = chronos_core::keys::rebuild_lock(&env.namespace);
+    let get = |key: String| {
+        let mut conn = env.engine.connection();
+        async move { redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn).await.unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(lock.clone()).await.is_none() {
+        assert!(Instant::now() < deadline, "the rebuild never took its lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Past the lock's own lifetime, still waiting for the lease: lock and pause held.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(!rebuild.is_finished(), "the rebuild should still wait for the held lease");
+    assert_eq!(get(lock.clone()).await.as_deref(), Some("rebuilding by rebuilder"), "the lock was not renewed");
+    assert_eq!(get(k.paused.clone()).await.as_deref(), Some(chronos_core::reconcile::REBUILD_PAUSE), "the pause was not renewed");
+    assert!(env.engine.claim(QUEUE, "w2", 10, Duration::from_secs(30)).await.unwrap().tasks.is_empty(), "claims are paused");
+
+    // The rebuilder dies: nothing renews, and within seconds the queue is claimable again.
+    rebuild.abort();
+    let died = Instant::now();
+    let deadline = died + Duration::from_secs(8);
+    while get(lock.clone()).await.is_some() || get(k.paused.clone()).await.is_some() {
+        assert!(Instant::now() < deadline, "a dead rebuilder's lock or pause outlived it by {:?}", died.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!env.engine.claim(QUEUE, "w2", 10, Duration::from_secs(30)).await.unwrap().tasks.is_empty());
+    env.cleanup().await;
+}
