@@ -698,13 +698,14 @@ async fn sqs_cut(o: &Opts) -> Result<Figures> {
 }
 
 /// 6. `sigkill` on a Redis Cluster of the scenario's own (3 masters, 3 replicas on free ports,
-///    node timeout 2 s): three workers, one SIGKILLed every second; a third of the way through
-///    a replica takes over its master (`CLUSTER FAILOVER`), two thirds through another master
-///    is SIGKILLed (its replica is promoted; the killed node comes back 5 s later and rejoins
-///    as a replica), and five sixths through a master is SIGKILLed and started again at once,
-///    inside the node timeout, so it comes back empty as the master of its slots (that shard
-///    alone lost its data; the Redis-loss check rebuilds its queues from Postgres). The tasks
-///    spread over queues on every master.
+///    node timeout 2 s): three workers, one SIGKILLed every second; an eighth of the way through
+///    a replica takes over its master (`CLUSTER FAILOVER`), 2 s later another master is
+///    SIGKILLed (its replica is promoted; the killed node comes back 5 s later and rejoins as a
+///    replica), and 2 s after that a master is SIGKILLed and started again at once, inside the
+///    node timeout, so it comes back empty as the master of its slots (that shard alone lost its
+///    data, or the set of queues with it; the Redis-loss check rebuilds from Postgres). The
+///    tasks (120 ms each) spread over queues on every master; the run lasts until the last
+///    fault happened and every task is terminal, and says how many were unfinished then.
 async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     let n = if o.quick { 2_000 } else { 20_000 };
     let args = [
@@ -799,7 +800,7 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
         let batch: Vec<NewTask> = (0..n)
             .filter(|i| i % 3 == qi as u64)
             .map(|i| {
-                NewTask::new("http", json!({"url": format!("http://127.0.0.1:{port}/hit"), "body": {"i": i, "ms": 30}}))
+                NewTask::new("http", json!({"url": format!("http://127.0.0.1:{port}/hit"), "body": {"i": i, "ms": 120}}))
                     .queue(q)
                     .max_attempts(25)
                     .backoff(Backoff::fixed(Duration::from_millis(200)))
@@ -813,23 +814,28 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     let mut workers: Vec<_> = (0..3).map(|i| env.worker(&format!("w{i}-0"), &extra)).collect::<Result<_>>()?;
     let mut faults = Vec::new();
     let (mut kills, mut failed_over, mut master_killed) = (0usize, None, None);
-    let (mut restarted, mut shard_lost, mut bounced) = (false, false, false);
+    let (mut restarted, mut shard_lost, mut bounced) = (None, false, false);
+    let (mut unfinished_at_bounce, mut failed_over_at) = (0, None);
     let start = Instant::now();
+    // The faults follow each other in time (not in progress, which a fast machine makes before
+    // the last fault could happen); the run lasts until the last one happened and every task
+    // is terminal.
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let c = env.counts().await?;
         let terminal: i64 = ["completed", "cancelled", "dead"].iter().map(|s| c.get(*s).copied().unwrap_or(0)).sum();
-        if terminal as u64 >= accepted || start.elapsed() > settle_limit(o) {
+        if (terminal as u64 >= accepted && bounced) || start.elapsed() > settle_limit(o) {
             break;
         }
-        if failed_over.is_none() && terminal as u64 >= accepted / 3 {
+        if failed_over.is_none() && terminal as u64 >= accepted / 8 {
             // A replica takes over its master, both alive: the planned failover.
             if let Some(r) = nodes.iter().find(|r| role(r.port) == "slave") {
                 cli(r.port, &["cluster", "failover"]);
                 failed_over = Some(r.port);
+                failed_over_at = Some(Instant::now());
                 faults.push(Instant::now());
             }
-        } else if master_killed.is_none() && failed_over.is_some() && terminal as u64 >= accepted * 2 / 3 {
+        } else if master_killed.is_none() && failed_over_at.is_some_and(|at: Instant| at.elapsed() >= Duration::from_secs(2)) {
             // A master dies without warning (not the one just promoted): its replica is elected.
             if let Some(i) = nodes.iter().position(|r| Some(r.port) != failed_over && role(r.port) == "master") {
                 nodes[i].kill();
@@ -837,7 +843,7 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
                 faults.push(Instant::now());
             }
         } else if let Some((i, at)) = master_killed
-            && !restarted
+            && restarted.is_none()
             && at.elapsed() >= Duration::from_secs(5)
         {
             // Still holding its slots (its replica not elected yet): it comes back empty
@@ -846,8 +852,8 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
             shard_lost =
                 cli(env.redis.port, &["cluster", "nodes"]).lines().any(|l| l.contains(&needle) && l.split_whitespace().count() > 8);
             nodes[i].spawn()?;
-            restarted = true;
-        } else if restarted && !bounced && terminal as u64 >= accepted * 5 / 6 {
+            restarted = Some(Instant::now());
+        } else if restarted.is_some_and(|at| at.elapsed() >= Duration::from_secs(2)) && !bounced {
             // A master killed and started again at once (a supervisor restarting it), well inside
             // the node timeout: no replica is elected, it comes back empty as the master of its
             // slots and its replica syncs the emptiness. Only that shard's queues lost their
@@ -857,6 +863,7 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
                 faults.push(Instant::now());
                 nodes[i].spawn()?;
                 bounced = true;
+                unfinished_at_bounce = accepted.saturating_sub(terminal as u64);
             }
         }
         let i = kills % 3;
@@ -873,9 +880,10 @@ async fn sigkill_cluster(o: &Opts) -> Result<Figures> {
     f.extra.insert("kills".into(), json!(kills));
     f.extra.insert("failover".into(), json!(failed_over.is_some()));
     f.extra.insert("master_killed".into(), json!(master_killed.is_some()));
-    f.extra.insert("killed_master_back".into(), json!(restarted));
+    f.extra.insert("killed_master_back".into(), json!(restarted.is_some()));
     f.extra.insert("came_back_empty_as_master".into(), json!(shard_lost));
     f.extra.insert("master_bounced_empty".into(), json!(bounced));
+    f.extra.insert("unfinished_at_bounce".into(), json!(unfinished_at_bounce));
     drop(workers);
     env.cleanup().await;
     drop(nodes);
