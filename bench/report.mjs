@@ -90,6 +90,17 @@ row(C, 'API: Redis CPU / request', 'µs', 'lower', 'api_cpu_redis_us_per_req', n
 row(C, 'API: Postgres CPU / request', 'µs', 'lower', 'api_cpu_pg_us_per_req', null);
 row(C, 'API: other CPU (wrk, kernel) / request', 'µs', 'lower', 'api_cpu_rest_us_per_req', null);
 
+// The cost curve (`--only curve`, Chronos only): one table per shape, one row per figure and size.
+{
+  const sizesOf = prefix => [...new Set(sides.chronos.flatMap(r => r.metrics.map(m => m.key)).filter(k => k.startsWith(prefix) && k.endsWith('_per_s')).map(k => Number(k.slice(prefix.length).split('_')[0])))].sort((a, b) => a - b);
+  const figures = [['per_s', 'drain (1 process × 100, audited)', '/s', 'higher'], ['claim_us', 'claim round trip, median', 'µs', 'lower'], ['redis_cpu_us_per_task', 'Redis CPU / task', 'µs', 'lower'], ['redis_mb', 'Redis memory before the drain', 'MB', 'lower'], ['pg_rows', 'task rows in Postgres', 'rows', 'info'], ['pg_mb', 'Postgres database size', 'MB', 'lower']];
+  for (const [shape, title, what] of [['backlog', 'Cost curve: tasks waiting (10,000 drained from the head)', w => `${n(w)} waiting`], ['queues', 'Cost curve: queues served by one `*` worker (10,000 tasks dealt over them)', q => `${n(q)} queue${q > 1 ? 's' : ''}`], ['delayed', 'Cost curve: tasks due in an hour beside 10,000 ready', d => `${n(d)} in the future`]]) {
+    for (const size of sizesOf(`curve_${shape}_`)) {
+      for (const [f, label, unit, better] of figures) row(title, `${what(size)}: ${label}`, unit, better, `curve_${shape}_${size}_${f}`, null);
+    }
+  }
+}
+
 const fmt = v => {
   if (v == null || Number.isNaN(v)) return '—';
   const a = Math.abs(v);

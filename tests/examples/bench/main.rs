@@ -16,6 +16,8 @@
 //! - `api.rs` — `chronos api`: the batch endpoint, then `POST /v1/tasks` under `wrk`.
 //! - `latency.rs` — pickup, delayed lateness, retry gaps, SIGKILL → re-delivery.
 //! - `footprint.rs` — Redis bytes per waiting task.
+//! - `curve.rs` — the cost curve: a drain's cost with 10k–1M waiting, 1–1,000 queues, 1M delayed
+//!   (`--only curve`; not in the default run).
 //! - `probe.rs` — Redis `INFO commandstats`/`cpu` and /proc CPU readings turned into costs per task.
 //! - `report.rs` — the figures and their JSON.
 //!
@@ -24,6 +26,7 @@
 //! queue, never used here) from `AWS_ENDPOINT_URL`.
 
 mod api;
+mod curve;
 mod env;
 mod footprint;
 mod latency;
@@ -38,6 +41,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 const SCENARIOS: &[&str] = &["enqueue", "drain", "observability", "pickup", "delayed", "retry", "memory", "api", "crash"];
+/// Scenarios run only when `--only` names them (long, and Chronos only).
+const EXTRA: &[&str] = &["curve"];
 
 pub struct Opts {
     json: Option<String>,
@@ -105,8 +110,8 @@ fn parse_args() -> Result<Opts> {
             "--commandstats" => o.commandstats = true,
             "--only" => {
                 o.only = it.next().context("--only needs a list")?.split(',').map(|s| s.trim().to_owned()).collect();
-                if let Some(bad) = o.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
-                    bail!("--only: unknown scenario {bad:?} (one of {})", SCENARIOS.join(", "));
+                if let Some(bad) = o.only.iter().find(|s| !SCENARIOS.contains(&s.as_str()) && !EXTRA.contains(&s.as_str())) {
+                    bail!("--only: unknown scenario {bad:?} (one of {}, {})", SCENARIOS.join(", "), EXTRA.join(", "));
                 }
             }
             "-h" | "--help" => {
@@ -176,6 +181,9 @@ async fn main() -> Result<()> {
     }
     if on("crash") {
         latency::crash(&b, &o, &mut r).await?;
+    }
+    if on("curve") {
+        curve::curve(&b, &o, &mut r).await?;
     }
     eprintln!("(Chronos side took {:.0} s)", started.elapsed().as_secs_f64());
 
