@@ -21,7 +21,7 @@ pub struct FilterArgs {
     pub queue: Option<String>,
     #[arg(long)]
     pub name: Option<String>,
-    /// queued, scheduled, running, retrying, completed, dead or cancelled.
+    /// pending, queued, scheduled, running, retrying, completed, dead or cancelled.
     #[arg(long)]
     pub status: Option<String>,
     /// Full-text search, as `chronos tasks --q`.

@@ -210,7 +210,7 @@ impl Chronos {
             s.parse::<crate::model::Status>().map_err(|_| {
                 Error::invalid(
                     "status",
-                    format!("{s:?} is not a status; use queued, scheduled, running, retrying, completed, dead or cancelled"),
+                    format!("{s:?} is not a status; use pending, queued, scheduled, running, retrying, completed, dead or cancelled"),
                 )
             })?;
         }
@@ -432,6 +432,12 @@ async fn step(c: &Chronos, dlq: &mut DlqHandle, who: &str, job: &mut Held) -> Re
             }
             // Redriven by this job in a step whose runner died before committing it.
             JobKind::Redrive => already.contains(&t.id),
+            // A task waiting for its dependencies is in Postgres only: cancelled there, with
+            // what waits under it, as a single cancel does (released meanwhile: Redis has it).
+            JobKind::Cancel if t.status == "pending" && c.cancel_pending(t.id, actor).await? => {
+                c.cancel_subtree(t.id, actor).await?;
+                true
+            }
             JobKind::Cancel => {
                 matches!(c.engine.cancel(&t.queue, t.id, actor).await?, CancelOutcome::Cancelled { .. } | CancelOutcome::Cancelling)
             }

@@ -379,3 +379,36 @@ async fn worker_processes_sigkilled_mid_flow_and_a_redis_that_lost_its_data_lose
     );
     env.cleanup().await;
 }
+
+/// A bulk cancel by filter reaches tasks that wait for their dependencies (in Postgres only, not
+/// in Redis, where a cancel by filter used to look for them and skip them) and what waits under
+/// them, and leaves alone what they wait for when the filter does not name it.
+#[tokio::test]
+async fn a_bulk_cancel_by_filter_cancels_tasks_waiting_for_their_dependencies() {
+    let env = TestEnv::new().await;
+    let api = start_api(&env, None).await;
+    let (_, a) = post(&api, "/v1/tasks", &json!({"name": "noop", "queue": "later", "delay_ms": 600_000})).await;
+    let a_id: Uuid = a["id"].as_str().unwrap().parse().unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let (st, p) = post(&api, "/v1/tasks", &json!({"name": "noop", "queue": "bulkflow", "depends_on": [a["id"]]})).await;
+        assert_eq!((st, p["status"].as_str()), (201, Some("pending")), "{p}");
+        waiting.push(p["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    let (st, job) = post(&api, "/v1/jobs", &json!({"kind": "cancel", "filter": {"queue": "bulkflow", "status": "pending"}})).await;
+    assert_eq!((st, job["total"].as_i64()), (202, Some(2)), "{job}");
+    let run = chronos_core::services::Services::new(env.engine.clone())
+        .job_runner(env.store.clone(), None, "runner")
+        .audit_writer(env.store.clone(), "audit")
+        .start();
+    let url = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
+    wait_until(Duration::from_secs(20), "the job completed", || async { get(&api, &url).await["state"] == "completed" }).await;
+    run.stop().await;
+    let done = get(&api, &url).await;
+    assert_eq!((done["succeeded"].as_i64(), done["skipped"].as_i64()), (Some(2), Some(0)), "{done}");
+    for id in &waiting {
+        assert_eq!(env.status(*id).await, "cancelled");
+    }
+    assert_eq!(env.status(a_id).await, "scheduled", "the task they waited for is not in the filter");
+    env.cleanup().await;
+}
