@@ -167,14 +167,15 @@ pub async fn ensure_redis_state(engine: &Engine, store: &Store, worker: &str) ->
 /// (it leaves a task Redis holds alone).
 async fn renew(engine: &Engine, lock: &str, queues: &[String]) {
     let ttl = REBUILD_LOCK.as_millis() as u64;
-    let mut conn = engine.connection();
-    let lock_key = rebuild_lock(engine.namespace());
-    let keys = std::iter::once((lock_key, lock)).chain(queues.iter().map(|q| (engine.keys(q).paused, REBUILD_PAUSE)));
-    for (key, value) in keys {
-        let r: redis::RedisResult<i64> = redis::cmd("EVAL").arg(RENEW).arg(1).arg(&key).arg(value).arg(ttl).query_async(&mut conn).await;
-        if let Err(e) = r {
-            tracing::warn!(key, error = %e, "could not renew the rebuild's lock or pause");
-        }
+    let keys =
+        std::iter::once((rebuild_lock(engine.namespace()), lock)).chain(queues.iter().map(|q| (engine.keys(q).paused, REBUILD_PAUSE)));
+    let cmds = keys.map(|(key, value)| {
+        let cmd = redis::cmd("EVAL").arg(RENEW).arg(1).arg(&key).arg(value).arg(ttl).to_owned();
+        (key, cmd)
+    });
+    // One pipeline per slot, as the pause was set.
+    if let Err(e) = engine.pipeline_per_slot(cmds.collect()).await {
+        tracing::warn!(error = %e, "could not renew the rebuild's lock or pause");
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chronos_core::NewTask;
-use chronos_core::queue::Connection;
 use serde_json::json;
 
 use crate::Opts;
@@ -116,7 +115,7 @@ async fn row(b: &Bench, r: &mut Report, key: &str, label: &str, s: Shape) -> Res
     }
     // The probes' completions reach Postgres with the drain's (no audit writer ran yet).
     let sample = SAMPLE.min(s.waiting - probes);
-    let memory = used_memory(&mut conn).await?;
+    let memory = crate::footprint::used_memory(&env.engine).await?;
     let (pg_rows, pg_bytes): (i64, i64) =
         sqlx::query_as("SELECT (SELECT count(*) FROM tasks), pg_database_size(current_database())").fetch_one(env.store.pool()).await?;
 
@@ -187,9 +186,4 @@ async fn completed(env: &BenchEnv) -> Result<i64> {
         .fetch_one(env.store.pool())
         .await
         .context("count completed tasks")
-}
-
-async fn used_memory(conn: &mut Connection) -> Result<u64> {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("INFO memory has no used_memory")
 }

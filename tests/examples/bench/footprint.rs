@@ -21,7 +21,8 @@ fn payload_200(i: usize) -> Value {
     v
 }
 
-async fn used_memory(engine: &Engine) -> Result<i64> {
+/// Redis's `used_memory` (bytes), from `INFO memory`.
+pub async fn used_memory(engine: &Engine) -> Result<i64> {
     let mut conn = engine.connection();
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
     info.lines().find_map(|l| l.trim().strip_prefix("used_memory:")).and_then(|v| v.parse().ok()).context("INFO memory has no used_memory")

@@ -234,23 +234,20 @@ impl Worker {
                         }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    r => break r.map(|()| true),
+                    r => break r,
                 }
             }
         };
         let started = tokio::select! {
-            r = start_up => r,
-            _ = &mut shutdown => {
-                tracing::info!(worker = %cfg.worker_id, "stopped during start-up");
-                Ok(false)
-            }
+            r = start_up => Some(r),
+            _ = &mut shutdown => None,
         };
-        match started {
-            Ok(true) => {}
-            other => {
-                background.stop().await;
-                return other.map(|_| ());
+        if !matches!(started, Some(Ok(()))) {
+            if started.is_none() {
+                tracing::info!(worker = %cfg.worker_id, "stopped during start-up");
             }
+            background.stop().await;
+            return started.unwrap_or(Ok(()));
         }
         let (record_tx, record_rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(recorder::run_recorder(engine.clone(), cfg.worker_id.clone(), stats.clone(), record_rx));
