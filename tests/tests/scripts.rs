@@ -160,6 +160,42 @@ async fn ack_completes_with_the_current_token_and_refuses_a_stale_one() {
 }
 
 #[tokio::test]
+async fn ack_claim_completes_the_current_lease_refuses_a_stale_one_and_leases_the_next_in_one_call() {
+    let mut f = Fixture::new().await;
+    for l in ["a", "b", "c", "d"] {
+        f.add(l, task()).await;
+    }
+    // At most two running: the claim half sees the slots the ack half freed.
+    let limits = chronos_core::limits::QueueLimits { concurrency: Some(2), ..Default::default() };
+    f.engine().set_limits(Q, &limits).await.unwrap();
+    let got = f.claim(2).await;
+    let (a, b) = (got[0], got[1]);
+    assert!(f.claim(1).await.is_empty(), "the limit holds the third task back");
+    let done = |(id, token): (Uuid, u64)| chronos_core::queue::Completion { id, token, logs: None, result: None };
+    let (answers, batch) = f.engine().ack_and_claim(Q, "w1", &[done(a), done((b.0, b.1 + 1000))], 2, LEASE).await.unwrap();
+    assert_eq!(answers, vec![true, false], "a acked; b's stale token refused");
+    let next: Vec<&str> = batch.tasks.iter().map(|t| f.label(&t.id.to_string())).collect();
+    assert_eq!(next, vec!["c"], "one slot freed by the ack: one task leased after it");
+    assert_eq!(
+        f.state().await,
+        State {
+            ready: vec!["d"],
+            active: vec!["b", "c"],
+            tasks: st(&[("b", "running", 1), ("c", "running", 1), ("d", "queued", 0)]),
+            ..Default::default()
+        }
+    );
+    // Its outbox entries are ack's and claim's: a completion, then a claim.
+    let k = f.engine().keys(Q);
+    let mut conn = f.engine().connection();
+    let kinds: Vec<redis::streams::StreamId> =
+        redis::cmd("XRANGE").arg(&k.outbox).arg("-").arg("+").query_async::<redis::streams::StreamRangeReply>(&mut conn).await.unwrap().ids;
+    let kinds: Vec<String> = kinds.iter().map(|e| e.get::<String>("k").unwrap()).collect();
+    assert_eq!(&kinds[kinds.len() - 2..], ["d", "c"]);
+    f.env.cleanup().await;
+}
+
+#[tokio::test]
 async fn fail_retries_with_backoff_then_dead_letters_when_attempts_run_out() {
     let mut f = Fixture::new().await;
     f.add("a", task().max_attempts(2)).await;

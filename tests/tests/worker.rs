@@ -243,3 +243,31 @@ async fn an_idle_worker_blocks_instead_of_polling_and_wakes_at_once_for_new_work
     w.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn at_concurrency_one_each_task_costs_one_script_call_its_ack_carried_by_the_next_claim() {
+    let env = TestEnv::new().await;
+    let n = 300u64;
+    let tasks: Vec<NewTask> = (0..n).map(|_| NewTask::new("noop", json!({}))).collect();
+    env.client.enqueue_batch(tasks).await.unwrap();
+    let mut cfg = worker_config(&["default"]);
+    cfg.concurrency = 1;
+    let w = start_worker(&env, diag_registry(), cfg, None);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(Duration::from_secs(30), "every task completed", || async { load(&w.stats.completed) == n }).await;
+    wait_until(Duration::from_secs(30), "every completion audited", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tasks WHERE status = 'completed'").fetch_one(env.store.pool()).await.unwrap()
+            == n as i64
+    })
+    .await;
+    let (claims, acks, carried) = (load(&w.stats.claim_calls), load(&w.stats.ack_calls), load(&w.stats.acks_carried));
+    println!("{n} tasks at concurrency 1: {claims} claim calls, {acks} ack calls, {carried} acks carried by a claim");
+    // Every completion but the last finished while the loop waited for its slot: its ack rode
+    // the claim of its successor. Separate acks would make this 2 calls per task.
+    assert!(carried >= n - 2, "only {carried} of {n} acks carried by a claim");
+    // One claim per task (each carrying one ack), and at most the last acks on their own.
+    assert!(claims <= n + 5, "{claims} claim calls for {n} tasks");
+    assert!(acks - carried <= 2, "{} ack calls of their own beside the carried ones", acks - carried);
+    w.stop().await;
+    env.cleanup().await;
+}

@@ -7,7 +7,7 @@
 //! - `scripts/*.lua` — `lib.lua` (clock, ready score, key names, backoff, overlap guard) and one
 //!   file per transition: `enqueue`, `claim`, `ack`, `fail` (the retry decision), `heartbeat`,
 //!   `cancel`, `retry_now`, `reap`, `release`, `drop`, `restore` (the Redis-loss rebuild),
-//!   `purge_dead` (retention).
+//!   `purge_dead` (retention); `ack_claim` runs `ack` then `claim` in one call.
 //! - [`conn`] — one Redis node or a Redis Cluster behind one connection type; on a cluster,
 //!   commands over several queues are grouped per slot ([`Engine::slot_groups`]).
 
@@ -28,7 +28,9 @@ use crate::model::{Backoff, ClaimedTask, PreparedTask, Schedule, TaskId};
 use conn::Target;
 pub use conn::{BlockingConnection, Connection};
 pub use presence::WorkerPresence;
-use script::{ACK, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, LIMITS, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, unexpected};
+use script::{
+    ACK, ACK_CLAIM, CANCEL, CLAIM, Code, DROP, ENQUEUE, FAIL, HEARTBEAT, LIMITS, PURGE_DEAD, REAP, RELEASE, RETRY_NOW, Reply, unexpected,
+};
 
 /// How many due delayed tasks one claim promotes at most.
 const PROMOTE_LIMIT: usize = 1000;
@@ -322,39 +324,28 @@ impl Engine {
         let mut conn = self.conn.clone();
         let mut inv = CLAIM.call(&k);
         inv.arg(worker).arg(max).arg(lease.as_millis() as u64).arg(PROMOTE_LIMIT);
-        let mut r = Reply::new(CLAIM.name, inv.invoke_async(&mut conn).await?);
-        let now_ms = r.int()?;
-        let next_due = r.int()?;
-        let count = r.int()? as usize;
-        let mut tasks = Vec::with_capacity(count);
-        for _ in 0..count {
-            let id = r.id()?;
-            let token = r.int()? as u64;
-            let attempt = r.int()? as u32;
-            let max_attempts = r.int()? as u32;
-            let name = r.string()?;
-            let payload = r.string()?;
-            let timeout = Duration::from_millis(r.int()? as u64);
-            let backoff = Backoff::decode(&r.string()?).unwrap_or_default();
-            let ik = r.string()?;
-            let waited = Duration::from_millis(r.int()?.max(0) as u64);
-            let tc = r.string()?;
-            tasks.push(ClaimedTask {
-                id,
-                queue: queue.to_owned(),
-                name,
-                payload,
-                token,
-                attempt,
-                max_attempts,
-                timeout,
-                backoff,
-                idempotency_key: (!ik.is_empty()).then_some(ik),
-                waited,
-                trace_context: (!tc.is_empty()).then_some(tc),
-            });
+        claim_batch(queue, Reply::new(CLAIM.name, inv.invoke_async(&mut conn).await?))
+    }
+
+    /// [`Engine::ack_with`] then [`Engine::claim`] in one script call (one round trip): the
+    /// acks' answers, and the batch leased after them (the ack frees slots a limit counts).
+    pub async fn ack_and_claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        done: &[Completion],
+        max: usize,
+        lease: Duration,
+    ) -> Result<(Vec<bool>, ClaimBatch)> {
+        if done.is_empty() {
+            return Ok((Vec::new(), self.claim(queue, worker, max, lease).await?));
         }
-        Ok(ClaimBatch { now_ms, next_due_ms: (next_due >= 0).then_some(next_due), tasks })
+        let mut inv = ACK_CLAIM.call(&self.keys(queue));
+        inv.arg(worker).arg(max).arg(lease.as_millis() as u64).arg(PROMOTE_LIMIT);
+        completion_args(&mut inv, done);
+        let mut conn = self.conn.clone();
+        let r: (Vec<i64>, Vec<Value>) = inv.invoke_async(&mut conn).await?;
+        Ok((r.0.into_iter().map(|x| x == 1).collect(), claim_batch(queue, Reply::new(ACK_CLAIM.name, r.1))?))
     }
 
     /// Complete attempts; one bool per `(id, token)`, false when the token was stale.
@@ -371,9 +362,7 @@ impl Engine {
         }
         let mut inv = ACK.call(&self.keys(queue));
         inv.arg(worker);
-        for c in leases {
-            inv.arg(c.id.to_string()).arg(c.token).arg(c.logs.as_deref().unwrap_or("")).arg(c.result.as_deref().unwrap_or(""));
-        }
+        completion_args(&mut inv, leases);
         let mut conn = self.conn.clone();
         let r: Vec<i64> = inv.invoke_async(&mut conn).await?;
         Ok(r.into_iter().map(|x| x == 1).collect())
@@ -730,6 +719,49 @@ impl Engine {
             Some(_) => Woken::Work,
         })
     }
+}
+
+/// ack's quadruples (id, fencing token, log lines, result), as `ack` and `ack_claim` take them.
+fn completion_args(inv: &mut redis::ScriptInvocation<'_>, done: &[Completion]) {
+    for c in done {
+        inv.arg(c.id.to_string()).arg(c.token).arg(c.logs.as_deref().unwrap_or("")).arg(c.result.as_deref().unwrap_or(""));
+    }
+}
+
+/// A claim's reply (claim's own or ack_claim's second half) as a batch of `queue`'s tasks.
+fn claim_batch(queue: &str, mut r: Reply) -> Result<ClaimBatch> {
+    let now_ms = r.int()?;
+    let next_due = r.int()?;
+    let count = r.int()? as usize;
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = r.id()?;
+        let token = r.int()? as u64;
+        let attempt = r.int()? as u32;
+        let max_attempts = r.int()? as u32;
+        let name = r.string()?;
+        let payload = r.string()?;
+        let timeout = Duration::from_millis(r.int()? as u64);
+        let backoff = Backoff::decode(&r.string()?).unwrap_or_default();
+        let ik = r.string()?;
+        let waited = Duration::from_millis(r.int()?.max(0) as u64);
+        let tc = r.string()?;
+        tasks.push(ClaimedTask {
+            id,
+            queue: queue.to_owned(),
+            name,
+            payload,
+            token,
+            attempt,
+            max_attempts,
+            timeout,
+            backoff,
+            idempotency_key: (!ik.is_empty()).then_some(ik),
+            waited,
+            trace_context: (!tc.is_empty()).then_some(tc),
+        });
+    }
+    Ok(ClaimBatch { now_ms, next_due_ms: (next_due >= 0).then_some(next_due), tasks })
 }
 
 /// Send `pipe` (of script calls by SHA); a server that answers NOSCRIPT (a restarted node, a

@@ -72,16 +72,29 @@ pub struct ScriptDef {
     pub keys: &'static [Key],
     /// The script's own file, without the prelude.
     pub body: &'static str,
+    /// Scripts this one runs whole, each as the function `run_<name>(KEYS, ARGV)` (its body,
+    /// unchanged, with KEYS and ARGV as parameters): one transition made of others in one call.
+    pub parts: &'static [&'static ScriptDef],
     script: OnceLock<Script>,
 }
 
 impl ScriptDef {
-    const fn new(name: &'static str, keys: &'static [Key], body: &'static str) -> Self {
-        ScriptDef { name, keys, body, script: OnceLock::new() }
+    const fn new(name: &'static str, keys: &'static [Key], body: &'static str, parts: &'static [&'static ScriptDef]) -> Self {
+        ScriptDef { name, keys, body, parts, script: OnceLock::new() }
+    }
+
+    /// The whole source: `lib.lua`, the parts as functions, then the body.
+    pub fn source(&self) -> String {
+        let mut src = String::from(LUA_LIB);
+        for p in self.parts {
+            src.push_str(&format!("local function run_{}(KEYS, ARGV)\n{}\nend\n", p.name, p.body));
+        }
+        src.push_str(self.body);
+        src
     }
 
     pub fn script(&self) -> &Script {
-        self.script.get_or_init(|| Script::new(&format!("{LUA_LIB}{}", self.body)))
+        self.script.get_or_init(|| Script::new(&self.source()))
     }
 
     /// An invocation with KEYS filled in from `k` and ARGV[1] the queue's key prefix; the
@@ -110,8 +123,9 @@ impl ScriptDef {
 use Key::*;
 
 macro_rules! script {
-    ($name:ident, $file:literal, [$($key:ident),*]) => {
-        pub static $name: ScriptDef = ScriptDef::new($file, &[$($key),*], include_str!(concat!("scripts/", $file, ".lua")));
+    ($name:ident, $file:literal, [$($key:ident),*] $(, runs [$($part:ident),*])?) => {
+        pub static $name: ScriptDef =
+            ScriptDef::new($file, &[$($key),*], include_str!(concat!("scripts/", $file, ".lua")), &[$($(&$part),*)?]);
     };
 }
 script!(ENQUEUE, "enqueue", [Ready, Delayed, Seq, Wake]);
@@ -127,10 +141,11 @@ script!(RELEASE, "release", [Active, Ready, Seq, Token, Outbox, Wake]);
 script!(RESTORE, "restore", [Ready, Delayed, Retry, Dead, Seq, Wake]);
 script!(LIMITS, "limits", [Wake]);
 script!(PURGE_DEAD, "purge_dead", [Dead, Dlq]);
+script!(ACK_CLAIM, "ack_claim", [Ready, Delayed, Active, Seq, Token, Outbox, Wake, Paused, Retry], runs [ACK, CLAIM]);
 
 /// Every script, for loading them all at once and for the header test.
-pub static ALL: [&ScriptDef; 13] =
-    [&ENQUEUE, &CLAIM, &ACK, &FAIL, &HEARTBEAT, &CANCEL, &RETRY_NOW, &REAP, &DROP, &RELEASE, &RESTORE, &LIMITS, &PURGE_DEAD];
+pub static ALL: [&ScriptDef; 14] =
+    [&ENQUEUE, &CLAIM, &ACK, &FAIL, &HEARTBEAT, &CANCEL, &RETRY_NOW, &REAP, &DROP, &RELEASE, &RESTORE, &LIMITS, &PURGE_DEAD, &ACK_CLAIM];
 
 /// Every answer code a script gives beside data, decoded here and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,11 @@
 //! worker (BLPOP serves them in the order they blocked) and stops at the first that learns
 //! nothing. A busy worker reads the set at its next idle wait, at most `IDLE_BLOCK` later.
 //!
+//! A claim carries the acks of the attempts that freed its slots (`ack_claim`: ack, then claim,
+//! in one script call), when they ended while the loop waited for a free slot ([`super::Carry`]):
+//! every task then costs one round trip, not an ack and a claim. Carried acks of a queue this
+//! round did not claim from, or of a failed call, go to the recorder.
+//!
 //! On a Redis Cluster the wake lists of queues in different slots cannot share one BLPOP: the
 //! worker keeps one blocking wait per slot group ([`Engine::wait_groups`]), each on its own
 //! connection, and is woken by whichever answers first. The others stay armed (a cancelled
@@ -29,6 +34,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::recorder::{AckBatch, Record, ToRecord};
 use super::{Shared, start};
 use crate::queues::{Order, round_order};
 
@@ -141,9 +147,12 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
         served.refresh(&engine).await;
     }
     loop {
-        let round = claim_round(&shared, &slots, &served, rotate).await;
+        let mut carried = shared.take_carried();
+        let round = claim_round(&shared, &slots, &served, rotate, &mut carried).await;
+        shared.send_uncarried(carried);
         rotate = rotate.wrapping_add(1);
         if round.failed {
+            shared.stop_carrying();
             tokio::select! {
                 _ = tokio::time::sleep(error_backoff) => {}
                 _ = &mut shutdown => break,
@@ -158,6 +167,13 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
         let free = slots.available_permits();
         if round.more && free > 0 {
             continue;
+        }
+        // Waiting for a free slot only, the next claim carries the acks of the attempts that
+        // free them; waiting for anything else, they go to the recorder now.
+        if free == 0 {
+            shared.carry_from_now();
+        } else {
+            shared.stop_carrying();
         }
         if free > 0 {
             waits.serve(&engine, &served.queues, served.all);
@@ -222,12 +238,14 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, slots: Arc<Semaphore>, shutd
             _ = &mut shutdown => break,
         }
     }
+    shared.stop_carrying();
     waits.abort();
     Ok(())
 }
 
-/// Claim for the free slots from each served queue in this round's order, and start what came.
-async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Served, rotate: usize) -> Round {
+/// Claim for the free slots from each served queue in this round's order, and start what came;
+/// a queue's claim carries the acks of its `carried` completions (taken out of it).
+async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Served, rotate: usize, carried: &mut Vec<Record>) -> Round {
     let queues = &served.queues;
     let mut round = Round { more: false, next_due: None, failed: false };
     for i in round_order(served.order, queues.len(), &served.weights, rotate, rand::random::<f64>) {
@@ -239,7 +257,36 @@ async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Serv
         }
         let want = free.min(MAX_CLAIM_BATCH);
         shared.stats.claim_calls.fetch_add(1, Ordering::Relaxed);
-        match shared.engine.claim(queue, &shared.cfg.worker_id, want, shared.cfg.lease).await {
+        let mut acks = AckBatch::default();
+        if !carried.is_empty() {
+            let mut i = 0;
+            while i < carried.len() {
+                if carried[i].queue == *queue {
+                    acks.push(&shared.stats, carried.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let claimed = if acks.leases.is_empty() {
+            shared.engine.claim(queue, &shared.cfg.worker_id, want, shared.cfg.lease).await
+        } else {
+            shared.stats.ack_calls.fetch_add(1, Ordering::Relaxed);
+            match shared.engine.ack_and_claim(queue, &shared.cfg.worker_id, &acks.leases, want, shared.cfg.lease).await {
+                Ok((answers, batch)) => {
+                    shared.stats.acks_carried.fetch_add(answers.len() as u64, Ordering::Relaxed);
+                    std::mem::take(&mut acks).written(queue, &answers);
+                    Ok(batch)
+                }
+                Err(e) => {
+                    // Whether or not the call ran, the recorder writes them (an ack that did
+                    // run is refused the second time: nothing is counted twice).
+                    let _ = shared.records.send(ToRecord::Acks(queue.clone(), std::mem::take(&mut acks)));
+                    Err(e)
+                }
+            }
+        };
+        match claimed {
             Ok(batch) => {
                 shared.stats.claimed.fetch_add(batch.tasks.len() as u64, Ordering::Relaxed);
                 if let Some(due) = batch.next_due_ms {

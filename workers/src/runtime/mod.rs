@@ -4,7 +4,8 @@
 //! - [`attempt`] — runs one attempt (timeout, panic isolation, cancellation) and returns its
 //!   [`Outcome`]; it never touches Redis.
 //! - [`recorder`] — writes outcomes: completions batched per round trip, failures each in its
-//!   own task, every write retried with one backoff.
+//!   own task, every write retried with one backoff. Completions that end while the fetch loop
+//!   waits for a free slot are carried by its next claim instead ([`Carry`]).
 //! - [`lease`] — heartbeats that extend leases and carry cancellations back; the shutdown
 //!   hand-back.
 //!
@@ -41,7 +42,7 @@ use tracing::Instrument;
 use crate::config::WorkerConfig;
 use crate::logs::Capture;
 use crate::registry::Registry;
-use recorder::{Record, Slot};
+use recorder::{Record, Slot, ToRecord};
 
 struct Inflight {
     queue: String,
@@ -113,8 +114,64 @@ pub struct WorkerStats {
     pub completed: AtomicU64,
     /// Attempts that failed (retry, dead or cancelled).
     pub failed: AtomicU64,
-    /// Ack script calls (each carries a batch).
+    /// Ack script calls (each carries a batch), `ack_claim` calls included.
     pub ack_calls: AtomicU64,
+    /// Completions acked by a claim (`ack_claim`) rather than by an ack call of their own.
+    pub acks_carried: AtomicU64,
+}
+
+/// Completions on their way to the fetch loop's next claim. While the loop waits for a free
+/// slot (every slot busy), a completion frees its slot and its ack goes with the claim that
+/// fills it: `ack_claim`, one round trip for both (at concurrency 1: one call per task, where
+/// an ack and a claim were two). While the loop waits for anything else, or is stopping, `on`
+/// is false and completions go to the recorder as before. The flag and the records share one
+/// lock, so a completion is either carried by a loop that will wake for it (its slot's
+/// release notifies the loop) or sent to the recorder, never left behind.
+#[derive(Default)]
+struct Carry {
+    on: bool,
+    done: Vec<Record>,
+}
+
+impl Shared {
+    /// A completed attempt's record: carried by the next claim, or sent to the recorder.
+    fn completed(&self, r: Record) {
+        let mut c = self.carry.lock().unwrap();
+        if c.on {
+            c.done.push(r);
+        } else {
+            drop(c);
+            let _ = self.records.send(ToRecord::One(r));
+        }
+    }
+
+    /// Carry completions from now (the loop is about to wait for a free slot).
+    fn carry_from_now(&self) {
+        self.carry.lock().unwrap().on = true;
+    }
+
+    /// What was carried so far, for this round's claims.
+    fn take_carried(&self) -> Vec<Record> {
+        std::mem::take(&mut self.carry.lock().unwrap().done)
+    }
+
+    /// Stop carrying: what is carried goes to the recorder, and so does every completion after.
+    fn stop_carrying(&self) {
+        let done = {
+            let mut c = self.carry.lock().unwrap();
+            c.on = false;
+            std::mem::take(&mut c.done)
+        };
+        self.send_uncarried(done);
+    }
+
+    /// Carried completions no claim took (their queue was not claimed from this round, or the
+    /// claim failed): the recorder acks them.
+    fn send_uncarried(&self, done: Vec<Record>) {
+        for r in done {
+            let _ = self.records.send(ToRecord::One(r));
+        }
+    }
 }
 
 struct Shared {
@@ -124,7 +181,9 @@ struct Shared {
     cfg: WorkerConfig,
     inflight: Mutex<HashMap<TaskId, Inflight>>,
     slot_freed: Arc<Notify>,
-    records: mpsc::UnboundedSender<Record>,
+    records: mpsc::UnboundedSender<ToRecord>,
+    /// Completions the fetch loop's next claim carries (see [`Carry`]).
+    carry: Mutex<Carry>,
     /// Cleared when the fetch loop stops: a draining worker no longer says it serves its queues.
     claiming: AtomicBool,
     /// Postgres, when the worker was given one (handlers read their children's results).
@@ -259,6 +318,7 @@ impl Worker {
             inflight: Mutex::new(HashMap::new()),
             slot_freed: Arc::new(Notify::new()),
             records: record_tx,
+            carry: Mutex::default(),
             claiming: AtomicBool::new(true),
             store: store.clone(),
         });
@@ -356,9 +416,14 @@ fn start(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) 
         let logs = state.logs.take();
         let result = if completed { state.result.lock().unwrap().take() } else { None };
         let span = (!span.is_none()).then_some(span);
-        let _ =
-            s.records.send(Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, result, metrics, slot: kept, span });
+        let record = Record { queue: task.queue, id: task.id, token: task.token, outcome, logs, result, metrics, slot: kept, span };
+        if completed {
+            s.completed(record);
+        } else {
+            let _ = s.records.send(ToRecord::One(record));
+        }
         s.inflight.lock().unwrap().remove(&task.id);
+        // Freed after the record is carried or sent: the fetch loop this wakes finds it.
         drop(slot);
     });
 }

@@ -3,6 +3,10 @@
 //! each in its own task, so a slow retry of one never holds up another. Every write is retried
 //! with the same capped backoff ([`with_retries`]); one that never succeeds leaves the lease to
 //! expire, and the task runs again.
+//!
+//! Completions that finish while the fetch loop waits for a free slot do not come here: the
+//! fetch loop carries them in its next claim (`ack_claim`, see [`super::fetch`]), and sends
+//! here only what it could not carry ([`ToRecord::Acks`], e.g. after a failed call).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,6 +63,52 @@ pub(super) struct Record {
     pub span: Option<tracing::Span>,
 }
 
+/// What the recorder is given: one outcome, or completions already gathered for one queue.
+pub(super) enum ToRecord {
+    One(Record),
+    Acks(String, AckBatch),
+}
+
+/// Completed attempts of one queue on their way to one ack (the recorder's, or a claim's).
+#[derive(Default)]
+pub(super) struct AckBatch {
+    pub leases: Vec<Completion>,
+    metrics: Vec<&'static TaskMetrics>,
+    /// Each attempt's `chronos.ack` span (traces on), ended when the batch is written.
+    spans: Vec<tracing::Span>,
+}
+
+impl AckBatch {
+    /// Add a completed attempt's record (counted as completed by this worker now).
+    pub(super) fn push(&mut self, stats: &WorkerStats, r: Record) {
+        stats.completed.fetch_add(1, Ordering::Relaxed);
+        self.leases.push(Completion { id: r.id, token: r.token, logs: r.logs, result: r.result });
+        self.metrics.push(r.metrics);
+        if r.span.is_some() {
+            self.spans.push(outcome_span(r.span.as_ref(), "chronos.ack", "completed", false));
+        }
+    }
+
+    fn merge(&mut self, other: AckBatch) {
+        self.leases.extend(other.leases);
+        self.metrics.extend(other.metrics);
+        self.spans.extend(other.spans);
+    }
+
+    /// Count what the ack wrote (`answers`, one per lease); the ack spans end here.
+    pub(super) fn written(self, queue: &str, answers: &[bool]) {
+        for (done, m) in answers.iter().zip(&self.metrics) {
+            if *done {
+                m.completed.increment(1);
+            }
+        }
+        let refused = answers.iter().filter(|x| !**x).count();
+        if refused > 0 {
+            tracing::info!(queue, refused, "acks refused: leases were taken over");
+        }
+    }
+}
+
 /// The span of writing one attempt's outcome, under its task's span (none with traces off).
 fn outcome_span(task: Option<&tracing::Span>, name: &'static str, outcome: &'static str, error: bool) -> tracing::Span {
     let Some(task) = task else { return tracing::Span::none() };
@@ -95,22 +145,22 @@ where
 }
 
 /// Until every sender is gone (the last attempt finished): write what arrives.
-pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<WorkerStats>, mut rx: mpsc::UnboundedReceiver<Record>) {
+pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<WorkerStats>, mut rx: mpsc::UnboundedReceiver<ToRecord>) {
     let mut buf = Vec::with_capacity(256);
     let mut failures = JoinSet::new();
     while rx.recv_many(&mut buf, 256).await > 0 {
-        type Acks = (Vec<Completion>, Vec<&'static TaskMetrics>, Vec<tracing::Span>);
-        let mut acks: HashMap<String, Acks> = HashMap::new();
-        for r in buf.drain(..) {
+        let mut acks: HashMap<String, AckBatch> = HashMap::new();
+        for sent in buf.drain(..) {
+            let r = match sent {
+                ToRecord::Acks(queue, batch) => {
+                    acks.entry(queue).or_default().merge(batch);
+                    continue;
+                }
+                ToRecord::One(r) => r,
+            };
             match r.outcome {
                 Outcome::Completed => {
-                    stats.completed.fetch_add(1, Ordering::Relaxed);
-                    let (leases, metrics, spans) = acks.entry(r.queue).or_default();
-                    leases.push(Completion { id: r.id, token: r.token, logs: r.logs, result: r.result });
-                    metrics.push(r.metrics);
-                    if r.span.is_some() {
-                        spans.push(outcome_span(r.span.as_ref(), "chronos.ack", "completed", false));
-                    }
+                    acks.entry(r.queue.clone()).or_default().push(&stats, r);
                 }
                 Outcome::Failed { kind, message, detail, retry_in } => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -155,27 +205,17 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
                         }
                         .instrument(span),
                     );
-                    continue;
                 }
             }
         }
-        // An attempt's ack span ends when its batch is written (`spans` dropped at the end of the loop body).
-        for (queue, (leases, metrics, _spans)) in acks {
+        for (queue, batch) in acks {
             let written = with_retries("ack", || {
                 stats.ack_calls.fetch_add(1, Ordering::Relaxed);
-                engine.ack_with(&queue, &worker, &leases)
+                engine.ack_with(&queue, &worker, &batch.leases)
             })
             .await;
             if let Some(r) = written {
-                for (done, m) in r.iter().zip(&metrics) {
-                    if *done {
-                        m.completed.increment(1);
-                    }
-                }
-                let refused = r.iter().filter(|x| !**x).count();
-                if refused > 0 {
-                    tracing::info!(queue, refused, "acks refused: leases were taken over");
-                }
+                batch.written(&queue, &r);
             }
         }
         while failures.try_join_next().is_some() {}
