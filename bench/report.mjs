@@ -99,6 +99,10 @@ row(C, 'API: other CPU (wrk, kernel) / request', 'µs', 'lower', 'api_cpu_rest_u
       for (const [f, label, unit, better] of figures) row(title, `${what(size)}: ${label}`, unit, better, `curve_${shape}_${size}_${f}`, null);
     }
   }
+  const burst = [['enqueue_per_s', 'accepted (4 clients, 1,000 per request)', '/s', 'higher'], ['audited_s', 'first request → every task completed in Postgres', 's', 'lower'], ['per_s', 'audited over that time', '/s', 'higher'], ['peak_redis_mb', 'peak Redis memory above the start', 'MB', 'lower'], ['peak_outbox', 'peak outbox length', 'entries', 'lower'], ['lost', 'accepted but not completed (must be 0)', 'tasks', 'lower']];
+  for (const size of sizesOf('curve_burst_')) {
+    for (const [f, label, unit, better] of burst) row('Cost curve: a burst through POST /v1/tasks/batch, drained by one worker (1 × 100) meanwhile', `${n(size)} tasks: ${label}`, unit, better, `curve_burst_${size}_${f}`, null);
+  }
 }
 
 const fmt = v => {

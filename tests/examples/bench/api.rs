@@ -14,7 +14,7 @@ use crate::probe::{Probe, rss};
 use crate::report::Report;
 use crate::throughput::BATCH;
 
-async fn start_api(b: &Bench, env: &BenchEnv, key: &str) -> Result<(ChildProc, String)> {
+pub async fn start_api(b: &Bench, env: &BenchEnv, key: &str) -> Result<(ChildProc, String)> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let mut api =

@@ -18,6 +18,8 @@
 //! - `footprint.rs` — Redis bytes per waiting task.
 //! - `curve.rs` — the cost curve: a drain's cost with 10k–1M waiting, 1–1,000 queues, 1M delayed
 //!   (`--only curve`; not in the default run).
+//! - `burst.rs` — the curve's burst row: 1M tasks through `POST /v1/tasks/batch` while a worker
+//!   drains them (peaks of Redis memory and outbox, time until audited, lost counted).
 //! - `probe.rs` — Redis `INFO commandstats`/`cpu` and /proc CPU readings turned into costs per task.
 //! - `report.rs` — the figures and their JSON.
 //!
@@ -26,6 +28,7 @@
 //! queue, never used here) from `AWS_ENDPOINT_URL`.
 
 mod api;
+mod burst;
 mod curve;
 mod env;
 mod footprint;
@@ -184,6 +187,7 @@ async fn main() -> Result<()> {
     }
     if on("curve") {
         curve::curve(&b, &o, &mut r).await?;
+        burst::burst(&b, &o, &mut r).await?;
     }
     eprintln!("(Chronos side took {:.0} s)", started.elapsed().as_secs_f64());
 
