@@ -94,9 +94,10 @@ row(C, 'API: other CPU (wrk, kernel) / request', 'µs', 'lower', 'api_cpu_rest_u
 {
   const sizesOf = prefix => [...new Set(sides.chronos.flatMap(r => r.metrics.map(m => m.key)).filter(k => k.startsWith(prefix) && k.endsWith('_per_s')).map(k => Number(k.slice(prefix.length).split('_')[0])))].sort((a, b) => a - b);
   const figures = [['per_s', 'drain (1 process × 100, audited)', '/s', 'higher'], ['claim_us', 'claim round trip, median', 'µs', 'lower'], ['redis_cpu_us_per_task', 'Redis CPU / task', 'µs', 'lower'], ['redis_mb', 'Redis memory before the drain', 'MB', 'lower'], ['pg_rows', 'task rows in Postgres', 'rows', 'info'], ['pg_mb', 'Postgres database size', 'MB', 'lower']];
-  for (const [shape, title, what] of [['backlog', 'Cost curve: tasks waiting (10,000 drained from the head)', w => `${n(w)} waiting`], ['queues', 'Cost curve: queues served by one `*` worker (10,000 tasks dealt over them)', q => `${n(q)} queue${q > 1 ? 's' : ''}`], ['delayed', 'Cost curve: tasks due in an hour beside 10,000 ready', d => `${n(d)} in the future`]]) {
+  for (const [shape, title, what] of [['backlog', 'Cost curve: tasks waiting (10,000 drained from the head)', w => `${n(w)} waiting`], ['queues', 'Cost curve: queues served by one `*` worker (10,000 tasks dealt over them)', q => `${n(q)} queue${q > 1 ? 's' : ''}`], ['delayed', 'Cost curve: tasks due in an hour beside 10,000 ready', d => `${n(d)} in the future`], ['schedules', 'Cost curve: every-minute schedules of another queue planned by a running tick, beside 10,000 ready', c => `${n(c)} schedules`]]) {
     for (const size of sizesOf(`curve_${shape}_`)) {
       for (const [f, label, unit, better] of figures) row(title, `${what(size)}: ${label}`, unit, better, `curve_${shape}_${size}_${f}`, null);
+      row(title, `${what(size)}: one tick over them (chronos tick --once)`, 's', 'lower', `curve_${shape}_${size}_tick_s`, null);
     }
   }
   const burst = [['enqueue_per_s', 'accepted (4 clients, 1,000 per request)', '/s', 'higher'], ['audited_s', 'first request → every task completed in Postgres', 's', 'lower'], ['per_s', 'audited over that time', '/s', 'higher'], ['peak_redis_mb', 'peak Redis memory above the start', 'MB', 'lower'], ['peak_outbox', 'peak outbox length', 'entries', 'lower'], ['lost', 'accepted but not completed (must be 0)', 'tasks', 'lower']];

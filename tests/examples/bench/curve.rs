@@ -4,7 +4,10 @@
 //! round trip, Redis CPU per task, Redis memory, and Postgres rows and size:
 //! - `backlog`: the sample taken from the head of 10k, 100k (and 1M, full run) waiting tasks;
 //! - `queues`: the sample dealt over 1, 100 and 1,000 queues served by one `*` worker;
-//! - `delayed`: the sample ready while 100k (1M, full run) tasks wait in the future.
+//! - `delayed`: the sample ready while 100k (1M, full run) tasks wait in the future;
+//! - `schedules`: the sample drained while 10,000 every-minute schedules (of another queue)
+//!   are planned ahead by a running `chronos tick`; the row also times one `chronos tick
+//!   --once` over them (the tick's cost is per schedule, never per task drained).
 //!
 //! The claim round trip is timed from this process (`Engine::claim` of one task from the first
 //! queue, then its ack, up to 200 times before the worker starts): what a claim costs at that
@@ -38,10 +41,15 @@ pub fn sizes(o: &Opts) -> (Vec<usize>, Vec<usize>, usize) {
     }
 }
 
+/// Schedules of the `schedules` row, and the queue their occurrences go to (no worker serves it).
+const SCHEDULES: usize = 10_000;
+const SCHEDULE_QUEUE: &str = "bench-sched";
+
 pub async fn curve(b: &Bench, o: &Opts, r: &mut Report) -> Result<()> {
     let (backlogs, queue_counts, delayed) = sizes(o);
     for w in backlogs {
-        row(b, r, &format!("curve_backlog_{w}"), &format!("curve, {w} waiting"), Shape { waiting: w, queues: 1, future: 0 }).await?;
+        row(b, r, &format!("curve_backlog_{w}"), &format!("curve, {w} waiting"), Shape { waiting: w, queues: 1, future: 0, schedules: 0 })
+            .await?;
     }
     for q in queue_counts {
         row(
@@ -49,7 +57,7 @@ pub async fn curve(b: &Bench, o: &Opts, r: &mut Report) -> Result<()> {
             r,
             &format!("curve_queues_{q}"),
             &format!("curve, {SAMPLE} over {q} queue(s)"),
-            Shape { waiting: SAMPLE, queues: q, future: 0 },
+            Shape { waiting: SAMPLE, queues: q, future: 0, schedules: 0 },
         )
         .await?;
     }
@@ -58,7 +66,15 @@ pub async fn curve(b: &Bench, o: &Opts, r: &mut Report) -> Result<()> {
         r,
         &format!("curve_delayed_{delayed}"),
         &format!("curve, {SAMPLE} ready + {delayed} in the future"),
-        Shape { waiting: SAMPLE, queues: 1, future: delayed },
+        Shape { waiting: SAMPLE, queues: 1, future: delayed, schedules: 0 },
+    )
+    .await?;
+    row(
+        b,
+        r,
+        &format!("curve_schedules_{SCHEDULES}"),
+        &format!("curve, {SAMPLE} ready + {SCHEDULES} schedules ticking"),
+        Shape { waiting: SAMPLE, queues: 1, future: 0, schedules: SCHEDULES },
     )
     .await?;
     Ok(())
@@ -70,6 +86,38 @@ struct Shape {
     queues: usize,
     /// Tasks due in an hour (in the delayed set), beside them.
     future: usize,
+    /// Every-minute schedules of [`SCHEDULE_QUEUE`], planned ahead by a `chronos tick` running
+    /// through the drain.
+    schedules: usize,
+}
+
+/// Create `n` every-minute schedules (8 at a time), then time one `chronos tick --once` over
+/// them; returns the tick's seconds.
+async fn fill_schedules(b: &Bench, env: &BenchEnv, n: usize) -> Result<f64> {
+    use chronos_core::schedule::{DEFAULT_HORIZON, ScheduleSpec, Scheduler};
+    let mut makers = tokio::task::JoinSet::new();
+    for part in 0..8 {
+        let sched = Scheduler::new(env.client.clone(), DEFAULT_HORIZON);
+        makers.spawn(async move {
+            for i in (part..n).step_by(8) {
+                let task = NewTask::new("noop", json!({})).queue(SCHEDULE_QUEUE).into();
+                sched
+                    .create(&ScheduleSpec::new(format!("bench-{i}"), "* * * * *", task), None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = makers.join_next().await {
+        r??;
+    }
+    let t = Instant::now();
+    let out = tokio::process::Command::new(&b.chronos_bin).args(["tick", "--once"]).envs(env.child_env(b)).output().await?;
+    if !out.status.success() {
+        anyhow::bail!("chronos tick --once failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 fn queue_name(i: usize, queues: usize) -> String {
@@ -99,6 +147,12 @@ async fn row(b: &Bench, r: &mut Report, key: &str, label: &str, s: Shape) -> Res
         env.client.enqueue_batch(batch).await?;
         dealt += n;
     }
+    let (tick_secs, ticker) = if s.schedules > 0 {
+        let secs = fill_schedules(b, &env, s.schedules).await?;
+        (Some(secs), Some(env.spawn(b, "tick", "tick", &[])?))
+    } else {
+        (None, None)
+    };
     eprintln!("{label}: filled in {:.1} s", t.elapsed().as_secs_f64());
 
     // The claim round trip at this size: one task claimed and acked at a time, from the queue
@@ -168,6 +222,12 @@ async fn row(b: &Bench, r: &mut Report, key: &str, label: &str, s: Shape) -> Res
     for w in workers {
         w.stop(Duration::from_secs(30)).await;
     }
+    if let Some(t) = ticker {
+        t.stop(Duration::from_secs(10)).await;
+    }
+    if let Some(secs) = tick_secs {
+        r.add(format!("{key}_tick_s"), format!("{label}: one tick over them (chronos tick --once)"), secs, "s");
+    }
     if done < sample {
         r.note(format!("{label}: {done} of {sample} completed after {} s", LIMIT.as_secs()));
     }
@@ -182,7 +242,7 @@ async fn row(b: &Bench, r: &mut Report, key: &str, label: &str, s: Shape) -> Res
 }
 
 async fn completed(env: &BenchEnv) -> Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
+    sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'completed' AND schedule_id IS NULL")
         .fetch_one(env.store.pool())
         .await
         .context("count completed tasks")
