@@ -258,36 +258,23 @@ async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Serv
         let want = free.min(MAX_CLAIM_BATCH);
         shared.stats.claim_calls.fetch_add(1, Ordering::Relaxed);
         let mut acks = AckBatch::default();
-        if !carried.is_empty() {
-            let mut i = 0;
-            while i < carried.len() {
-                if carried[i].queue == *queue {
-                    acks.push(&shared.stats, carried.swap_remove(i));
-                } else {
-                    i += 1;
-                }
+        let mut i = 0;
+        while i < carried.len() {
+            if carried[i].queue == *queue {
+                acks.push(&shared.stats, carried.swap_remove(i));
+            } else {
+                i += 1;
             }
         }
-        let claimed = if acks.leases.is_empty() {
-            shared.engine.claim(queue, &shared.cfg.worker_id, want, shared.cfg.lease).await
-        } else {
+        let carrying = !acks.leases.is_empty();
+        if carrying {
             shared.stats.ack_calls.fetch_add(1, Ordering::Relaxed);
-            match shared.engine.ack_and_claim(queue, &shared.cfg.worker_id, &acks.leases, want, shared.cfg.lease).await {
-                Ok((answers, batch)) => {
-                    shared.stats.acks_carried.fetch_add(answers.len() as u64, Ordering::Relaxed);
-                    std::mem::take(&mut acks).written(queue, &answers);
-                    Ok(batch)
-                }
-                Err(e) => {
-                    // Whether or not the call ran, the recorder writes them (an ack that did
-                    // run is refused the second time: nothing is counted twice).
-                    let _ = shared.records.send(ToRecord::Acks(queue.clone(), std::mem::take(&mut acks)));
-                    Err(e)
-                }
-            }
-        };
-        match claimed {
-            Ok(batch) => {
+        }
+        // With nothing carried this is the plain claim (see `Engine::ack_and_claim`).
+        match shared.engine.ack_and_claim(queue, &shared.cfg.worker_id, &acks.leases, want, shared.cfg.lease).await {
+            Ok((answers, batch)) => {
+                shared.stats.acks_carried.fetch_add(answers.len() as u64, Ordering::Relaxed);
+                acks.written(queue, &answers);
                 shared.stats.claimed.fetch_add(batch.tasks.len() as u64, Ordering::Relaxed);
                 if let Some(due) = batch.next_due_ms {
                     let at = Instant::now() + Duration::from_millis((due - batch.now_ms).max(0) as u64);
@@ -300,6 +287,11 @@ async fn claim_round(shared: &Arc<Shared>, slots: &Arc<Semaphore>, served: &Serv
                 }
             }
             Err(e) => {
+                if carrying {
+                    // Whether or not the call ran, the recorder writes them (an ack that did
+                    // run is refused the second time: nothing is counted twice).
+                    let _ = shared.records.send(ToRecord::Acks(queue.clone(), acks));
+                }
                 tracing::warn!(queue, error = %e, "claim failed; backing off");
                 round.failed = true;
             }

@@ -151,7 +151,7 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
     while rx.recv_many(&mut buf, 256).await > 0 {
         let mut acks: HashMap<String, AckBatch> = HashMap::new();
         for sent in buf.drain(..) {
-            let r = match sent {
+            let mut r = match sent {
                 ToRecord::Acks(queue, batch) => {
                     acks.entry(queue).or_default().merge(batch);
                     continue;
@@ -160,7 +160,8 @@ pub(super) async fn run_recorder(engine: Engine, worker: String, stats: Arc<Work
             };
             match r.outcome {
                 Outcome::Completed => {
-                    acks.entry(r.queue.clone()).or_default().push(&stats, r);
+                    // The record's queue name becomes the key (moved, not copied).
+                    acks.entry(std::mem::take(&mut r.queue)).or_default().push(&stats, r);
                 }
                 Outcome::Failed { kind, message, detail, retry_in } => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
